@@ -1,0 +1,13 @@
+import type { Command } from 'commander';
+import { runAction } from '../run.js';
+import { UsageError } from '../../errors.js';
+
+export function register(program: Command): void {
+  program
+    .command('upload')
+    .description('(not implemented yet)')
+    .allowUnknownOption()
+    .action(() => runAction({}, async () => {
+      throw new UsageError('bits upload is not implemented yet');
+    }));
+}

@@ -1,0 +1,107 @@
+/**
+ * MC-BUP §2.2 — message syntax of the BITS Upload Protocol: the method, the
+ * packet types and every header the protocol introduces. Pure: no I/O.
+ */
+
+/** §2.2.1: every upload request is this HTTP extension method. */
+export const BITS_POST = 'BITS_POST';
+
+/** §1.7.1 / §6 note 6: the one protocol this version of the spec defines. */
+export const PROTOCOL_GUID = '{7df0354d-249b-430f-820d-3d2a9bef4931}';
+
+/** Header names, spelled as on the wire (Node lower-cases incoming names; compare with lower()). */
+export const H = {
+  // §2.2.1.2
+  PacketType: 'BITS-Packet-Type',
+  SessionId: 'BITS-Session-Id',
+  Error: 'BITS-Error',
+  ErrorContext: 'BITS-Error-Context',
+  // §2.2.2.2 / §2.2.3.2
+  SupportedProtocols: 'BITS-Supported-Protocols',
+  Protocol: 'BITS-Protocol',
+  HostId: 'BITS-Host-Id',
+  HostIdFallbackTimeout: 'BITS-Host-Id-Fallback-Timeout',
+  // §2.2.7.2
+  ReceivedContentRange: 'BITS-Received-Content-Range',
+  ReplyUrl: 'BITS-Reply-URL',
+  // §2.2.12.2 — the prose says "DataEntity", the §4.2 capture (what IIS really sends) says "DataFile".
+  OriginalRequestUrl: 'BITS-Original-Request-URL',
+  RequestDataFileName: 'BITS-Request-DataFile-Name',
+  ResponseDataFileName: 'BITS-Response-DataFile-Name',
+  // §2.2.13.2
+  StaticResponseUrl: 'BITS-Static-Response-URL',
+  CopyFileToDestination: 'BITS-Copy-File-To-Destination',
+  // §2.2.1.1 / §2.2.6.1 (standard HTTP headers with BITS rules)
+  ContentName: 'Content-Name',
+  ContentLength: 'Content-Length',
+  ContentRange: 'Content-Range',
+} as const;
+
+/** Alternate spellings accepted on input (the spec prose vs. the capture). */
+export const H_ALIASES: Record<string, readonly string[]> = {
+  [H.RequestDataFileName]: ['BITS-Request-DataEntity-Name'],
+  [H.ResponseDataFileName]: ['BITS-Response-DataEntity-Name'],
+};
+
+/** §2.2.1.2 BITS-Packet-Type values, canonical (spec) spelling. */
+export const PacketType = {
+  CreateSession: 'CREATE-SESSION',
+  Ping: 'PING',
+  Fragment: 'FRAGMENT',
+  CloseSession: 'CLOSE-SESSION',
+  CancelSession: 'CANCEL-SESSION',
+  Ack: 'Ack',
+} as const;
+export type PacketType = (typeof PacketType)[keyof typeof PacketType];
+export type RequestPacketType = Exclude<PacketType, 'Ack'>;
+
+/**
+ * The spelling a Windows client puts on the wire (§4 captures: `Create-Session`,
+ * `Fragment`, `Ping`, `Close-Session`). We send these rather than the spec's upper
+ * case because every deployed BITS server has been exercised by Windows clients,
+ * while a server that only accepts the upper-case form has never met one.
+ */
+export const WIRE_PACKET_TYPE: Record<RequestPacketType, string> = {
+  'CREATE-SESSION': 'Create-Session',
+  PING: 'Ping',
+  FRAGMENT: 'Fragment',
+  'CLOSE-SESSION': 'Close-Session',
+  'CANCEL-SESSION': 'Cancel-Session',
+};
+
+const BY_LOWER = new Map<string, PacketType>(
+  Object.values(PacketType).map((t) => [t.toLowerCase(), t]),
+);
+
+/** Packet types are matched case-insensitively: `Ping`, `PING` and `ping` are one type. */
+export function parsePacketType(value: string | null | undefined): PacketType | undefined {
+  if (value == null) return undefined;
+  return BY_LOWER.get(value.trim().toLowerCase());
+}
+
+export function isRequestPacketType(t: PacketType | undefined): t is RequestPacketType {
+  return t !== undefined && t !== 'Ack';
+}
+
+/**
+ * §2.2.2.2: BITS-Supported-Protocols is a space- or comma-delimited list of GUIDs,
+ * most preferred first.
+ */
+export function parseSupportedProtocols(value: string): string[] {
+  return value
+    .split(/[\s,]+/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/** Case-insensitive lookup over a plain header record (Node's IncomingHttpHeaders or undici's). */
+export function getHeader(
+  headers: Record<string, string | string[] | undefined>,
+  name: string,
+): string | undefined {
+  const want = [name, ...(H_ALIASES[name] ?? [])].map((n) => n.toLowerCase());
+  for (const [k, v] of Object.entries(headers)) {
+    if (want.includes(k.toLowerCase())) return Array.isArray(v) ? v.join(', ') : v;
+  }
+  return undefined;
+}
