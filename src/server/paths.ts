@@ -1,0 +1,55 @@
+/**
+ * Maps a request path to a file under the served root, refusing anything that
+ * could escape it: `..` segments, encoded slashes (`%2F`, `%5C`), backslashes,
+ * NUL, absolute or drive-letter paths, and symlinks that point outside.
+ */
+import { realpath } from 'node:fs/promises';
+import path from 'node:path';
+
+export class PathRejected extends Error {}
+
+/** Decodes a raw URL path into safe segments, or throws PathRejected. */
+export function safeSegments(rawPath: string): string[] {
+  if (!rawPath.startsWith('/')) throw new PathRejected('path must start with /');
+  const segs: string[] = [];
+  for (const raw of rawPath.split('/').slice(1)) {
+    if (raw === '') continue;
+    if (/%2f|%5c|%00/i.test(raw)) throw new PathRejected('encoded separator in path');
+    let seg: string;
+    try {
+      seg = decodeURIComponent(raw);
+    } catch {
+      throw new PathRejected('bad percent-encoding in path');
+    }
+    if (seg === '.' || seg === '..') throw new PathRejected('dot segment in path');
+    if (/[\\\0]/.test(seg) || /^[a-zA-Z]:/.test(seg)) throw new PathRejected('forbidden character in path');
+    segs.push(seg);
+  }
+  return segs;
+}
+
+/**
+ * The absolute file path for a URL path under root. With `mustExist: false` the
+ * deepest existing ancestor is checked instead (uploads create new files).
+ * Symlinks are resolved and must stay inside root.
+ */
+export async function resolveUnderRoot(root: string, rawPath: string): Promise<string> {
+  const segs = safeSegments(rawPath);
+  const realRoot = await realpath(root);
+  const target = path.join(realRoot, ...segs);
+  // Walk up to the deepest existing ancestor and check where it really is.
+  let probe = target;
+  for (;;) {
+    try {
+      const real = await realpath(probe);
+      if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw new PathRejected('path escapes the root');
+      break;
+    } catch (err) {
+      if (err instanceof PathRejected) throw err;
+      const parent = path.dirname(probe);
+      if (parent === probe) throw new PathRejected('path escapes the root');
+      probe = parent;
+    }
+  }
+  return target;
+}
