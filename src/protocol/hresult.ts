@@ -215,7 +215,7 @@ export function describeHresult(hr: number): HresultInfo {
     return { name: `BG_E_HTTP_ERROR_${status}`, meaning: `HTTP ${status} ${HTTP_REASON[status] ?? 'error'}`.trim() };
   }
   if ((u & 0x20000000) !== 0) return { name: 'customer-defined HRESULT', meaning: 'an error code defined by the server vendor (§1.8)' };
-  if ((u & 0xffff0000) === 0x80070000) return { name: `HRESULT_FROM_WIN32(${u & 0xffff})`, meaning: `Windows error ${u & 0xffff}` };
+  if (((u & 0xffff0000) >>> 0) === 0x80070000) return { name: `HRESULT_FROM_WIN32(${u & 0xffff})`, meaning: `Windows error ${u & 0xffff}` };
   return { name: 'unknown HRESULT', meaning: 'an error code bits does not know' };
 }
 
