@@ -4,6 +4,8 @@
  * settings are looked up by the longest matching path prefix.
  * (Implementation of loading/merging: owned by the upload-server helper.)
  */
+import { readFile } from 'node:fs/promises';
+
 export type NotificationType = 'none' | 'by-reference' | 'by-value';
 
 export interface DirectoryConfig {
@@ -23,6 +25,8 @@ export interface DirectoryConfig {
   notificationUrl?: string;
   /** §3.2.2.1 BITS session timeout, seconds. Default 14 days. */
   sessionTimeoutSeconds: number;
+  /** §3.3.2 notification send / receive / receive-response timers, seconds each. Default 300. */
+  notificationTimeoutSeconds?: number;
 }
 
 export interface ServerLimits {
@@ -62,4 +66,150 @@ export function directoryConfigFor(config: ServerConfig, urlPath: string): Direc
     }
   }
   return { ...config.defaults, ...(best !== undefined ? config.directories[best] : {}) };
+}
+
+// ---------------------------------------------------------------------------
+// `bits serve --config FILE`: a JSON file with defaults, per-directory settings and limits.
+
+export interface ServerConfigFile {
+  defaults?: Partial<DirectoryConfig>;
+  directories?: Record<string, Partial<DirectoryConfig>>;
+  limits?: Partial<ServerLimits>;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** `2G`, `512M`, `100KiB`, `1.5GB` (binary units), a plain byte count, or `unlimited`/`Infinity`. */
+export function parseServerSize(value: string): number | undefined {
+  const v = value.trim();
+  if (/^(unlimited|infinity|none)$/i.test(v)) return Number.POSITIVE_INFINITY;
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]!;
+  return Number.isFinite(n) ? Math.floor(n) : undefined;
+}
+
+type Check = (v: unknown) => unknown | undefined;
+
+const positiveNumber: Check = (v) => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined);
+const positiveInt: Check = (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+const bool: Check = (v) => (typeof v === 'boolean' ? v : undefined);
+const size: Check = (v) => {
+  if (typeof v === 'number' && (v === Number.POSITIVE_INFINITY || (Number.isSafeInteger(v) && v >= 0))) return v;
+  return typeof v === 'string' ? parseServerSize(v) : undefined;
+};
+
+const DIRECTORY_KEYS: Record<keyof DirectoryConfig, { check: Check; expect: string }> = {
+  uploadsEnabled: { check: bool, expect: 'true or false' },
+  maxUploadSize: { check: size, expect: 'a byte count or a size like "2G"' },
+  allowOverwrites: { check: bool, expect: 'true or false' },
+  hostId: {
+    check: (v) => (typeof v === 'string' && v.trim() !== '' && !/[\s/\\?#@]/.test(v) ? v.trim() : undefined),
+    expect: 'a host name or IP address',
+  },
+  hostIdFallbackTimeout: { check: positiveInt, expect: 'a positive whole number of seconds' },
+  notificationType: {
+    check: (v) => (v === 'none' || v === 'by-reference' || v === 'by-value' ? v : undefined),
+    expect: '"none", "by-reference" or "by-value"',
+  },
+  notificationUrl: {
+    check: (v) => {
+      if (typeof v !== 'string') return undefined;
+      try {
+        const u = new URL(v);
+        return u.protocol === 'http:' || u.protocol === 'https:' ? v : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    expect: 'an absolute http(s) URL',
+  },
+  sessionTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+  notificationTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+};
+
+const LIMIT_KEYS: Record<keyof ServerLimits, { check: Check; expect: string }> = {
+  maxFragmentBytes: {
+    check: (v) => {
+      const n = size(v);
+      return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : undefined;
+    },
+    expect: 'a byte count or a size like "64M"',
+  },
+  maxSessions: { check: positiveInt, expect: 'a positive whole number' },
+};
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function validateSection<T>(
+  file: string,
+  where: string,
+  value: unknown,
+  keys: Record<string, { check: Check; expect: string }>,
+): Partial<T> {
+  if (!isPlainObject(value)) throw new Error(`${file}: "${where}" must be an object`);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    const spec = keys[k];
+    if (!spec) throw new Error(`${file}: unknown key "${where}.${k}" (known: ${Object.keys(keys).join(', ')})`);
+    const ok = spec.check(v);
+    if (ok === undefined) throw new Error(`${file}: "${where}.${k}" must be ${spec.expect}, got ${JSON.stringify(v)}`);
+    out[k] = ok;
+  }
+  return out as Partial<T>;
+}
+
+/** A notification type other than none needs a URL (§3.2.1.1 NotificationURL). */
+function checkNotification(file: string, where: string, d: Partial<DirectoryConfig>, inherited?: Partial<DirectoryConfig>): void {
+  const type = d.notificationType ?? inherited?.notificationType;
+  const url = d.notificationUrl ?? inherited?.notificationUrl;
+  if (type !== undefined && type !== 'none' && !url) {
+    throw new Error(`${file}: "${where}.notificationUrl" is required when notificationType is "${type}"`);
+  }
+}
+
+/**
+ * Reads and validates a server config file. Errors are one line naming the file
+ * and the offending key.
+ */
+export async function loadServerConfigFile(file: string): Promise<ServerConfigFile> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (!isPlainObject(parsed)) throw new Error(`${file}: the top level must be a JSON object`);
+  const out: ServerConfigFile = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    if (k === 'defaults') {
+      out.defaults = validateSection<DirectoryConfig>(file, 'defaults', v, DIRECTORY_KEYS);
+      checkNotification(file, 'defaults', out.defaults);
+    } else if (k === 'limits') {
+      out.limits = validateSection<ServerLimits>(file, 'limits', v, LIMIT_KEYS);
+    } else if (k === 'directories') {
+      if (!isPlainObject(v)) throw new Error(`${file}: "directories" must be an object keyed by URL path`);
+      out.directories = {};
+      for (const [prefix, d] of Object.entries(v)) {
+        if (!prefix.startsWith('/')) throw new Error(`${file}: directory "${prefix}" must be a URL path starting with /`);
+        const where = `directories.${prefix}`;
+        const dir = validateSection<DirectoryConfig>(file, where, d, DIRECTORY_KEYS);
+        out.directories[prefix] = dir;
+      }
+    } else if (k !== '$schema' && k !== 'comment') {
+      throw new Error(`${file}: unknown key "${k}" (known: defaults, directories, limits)`);
+    }
+  }
+  for (const [prefix, d] of Object.entries(out.directories ?? {})) {
+    checkNotification(file, `directories.${prefix}`, d, out.defaults);
+  }
+  return out;
 }

@@ -1,6 +1,46 @@
-// STUB — implemented by the upload-server helper. See src/server/index.ts for how it is used.
+/**
+ * §3.2 BITS upload server: CREATE-SESSION, PING, FRAGMENT, CLOSE-SESSION and
+ * CANCEL-SESSION over BITS_POST, with the §3.3 back-end notification for
+ * upload-reply directories.
+ *
+ * Choices where the spec leaves room (all documented in the README's server section):
+ * - A missing Content-Length gets 411 (the spec's SHOULD; Windows sends 400, §6 note 23).
+ * - A FRAGMENT that starts before the received offset and extends past it gets 416 with the
+ *   received offset (as IIS does); one that ends at or before it gets a 200 Ack with the current
+ *   offset (an idempotent resend). Neither touches the file.
+ * - A 416 carries no BITS-Error: the §2.2.1.2 table gives it HRESULT 0 (it is a resync, not an error).
+ * - CLOSE-SESSION on a session that received no fragment commits a 0-byte entity (clients send
+ *   CREATE-SESSION then CLOSE-SESSION for empty files).
+ * - More than limits.maxSessions sessions: CREATE-SESSION gets 500 with E_OUTOFMEMORY.
+ * - The response entity is deleted at CLOSE-SESSION (§3.2.5.2.7), so a client fetches the reply
+ *   before closing, as the §4.2 capture shows.
+ * - A request for a session from another URL than the one it was created for is BG_E_SESSION_NOT_FOUND.
+ */
+import { link, mkdir, open, realpath, rename, rm, unlink } from 'node:fs/promises';
+import path from 'node:path';
 import type { Http1Request, Http1Response } from './http1.js';
-import type { ServerConfig } from './config.js';
+import { directoryConfigFor, type DirectoryConfig, type ServerConfig } from './config.js';
+import { PathRejected, resolveUnderRoot, safeSegments } from './paths.js';
+import { BackEndClient } from './notify.js';
+import {
+  SESSIONS_DIR,
+  createSessionOnDisk,
+  deleteSessionFromDisk,
+  exists,
+  fsyncDir,
+  isDirectory,
+  loadAllSessions,
+  relativeReplyUrl,
+  requestFile,
+  responseFile,
+  saveSession,
+  type Session,
+  type SessionRecord,
+} from './sessions.js';
+import { H, PROTOCOL_GUID, PacketType, parsePacketType, parseSupportedProtocols } from '../protocol/headers.js';
+import { isGuid, newSessionId, normalizeGuid, sameGuid } from '../protocol/guid.js';
+import { ErrorContext, HRESULT, formatErrorContext, formatHresult } from '../protocol/hresult.js';
+import { formatReceivedContentRange, parseContentRange } from '../protocol/content-range.js';
 
 export interface UploadServerOptions {
   root: string;
@@ -8,13 +48,522 @@ export interface UploadServerOptions {
   log: (line: string) => void;
 }
 
-export class UploadServer {
-  constructor(readonly options: UploadServerOptions) {}
-  /** Load persisted sessions, start the session-timeout sweeper. */
-  async start(): Promise<void> {}
-  async handle(req: Http1Request): Promise<Http1Response> {
-    await req.discardBody();
-    return { status: 501, body: '' };
+/** §2.2.6 / §6 note 10: at most this many GUIDs are looked at in BITS-Supported-Protocols. */
+const MAX_PROTOCOLS = 100;
+/** Closed session ids remembered so a resent CLOSE-SESSION (lost Ack) is answered with an Ack again. */
+const CLOSED_MEMORY = 1000;
+const CLOSED_MEMORY_MS = 60 * 60 * 1000;
+
+/** An answer decided during processing: thrown and turned into a response by handle(). */
+class BitsReply extends Error {
+  constructor(readonly response: Http1Response) {
+    super(`BITS reply ${response.status}`);
   }
-  async close(): Promise<void> {}
 }
+
+function ackHeaders(sessionId?: string): Record<string, string> {
+  const h: Record<string, string> = { [H.PacketType]: 'Ack' };
+  if (sessionId) h[H.SessionId] = sessionId;
+  return h;
+}
+
+function ack(extra: Record<string, string> = {}, sessionId?: string): Http1Response {
+  return { status: 200, headers: { ...ackHeaders(sessionId), ...extra }, body: '' };
+}
+
+/** §2.2.1.2 error answer: the status, BITS-Error as IIS writes it (`0x8020001F`) and the context. */
+function bitsError(
+  status: number,
+  hr: number,
+  opts: { sessionId?: string; context?: number; close?: boolean; extra?: Record<string, string> } = {},
+): Http1Response {
+  return {
+    status,
+    headers: {
+      ...ackHeaders(opts.sessionId),
+      [H.Error]: formatHresult(hr),
+      [H.ErrorContext]: formatErrorContext(opts.context ?? ErrorContext.Server),
+      ...(opts.extra ?? {}),
+    },
+    body: '',
+    ...(opts.close ? { close: true } : {}),
+  };
+}
+
+function fail(status: number, hr: number, opts: Parameters<typeof bitsError>[2] = {}): never {
+  throw new BitsReply(bitsError(status, hr, opts));
+}
+
+function isDiskFullError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+export class UploadServer {
+  private readonly sessions = new Map<string, Session>();
+  private readonly closed = new Map<string, { urlPath: string; at: number }>();
+  private readonly backEnd = new BackEndClient();
+  private sweeper: NodeJS.Timeout | undefined;
+  private realRoot = '';
+
+  constructor(readonly options: UploadServerOptions) {}
+
+  /** Load persisted sessions, start the session-timeout sweeper. */
+  async start(): Promise<void> {
+    this.realRoot = await realpath(this.options.root);
+    for (const s of await loadAllSessions(this.realRoot, this.options.log)) {
+      this.sessions.set(s.record.id, s);
+    }
+    await this.sweep();
+    const interval = this.sweepIntervalMs();
+    this.sweeper = setInterval(() => {
+      this.sweep().catch((err) => this.options.log(`sessions: sweep failed: ${(err as Error).message}`));
+    }, interval);
+    this.sweeper.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    // Let requests that are mid-write finish their fsync before the process may exit.
+    await Promise.all([...this.sessions.values()].map((s) => s.lock.catch(() => {})));
+    await this.backEnd.close();
+  }
+
+  /** Number of sessions in the table (for tests and status output). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  private sweepIntervalMs(): number {
+    const c = this.options.config;
+    const timeouts = [c.defaults, ...Object.values(c.directories)]
+      .map((d) => d.sessionTimeoutSeconds)
+      .filter((t): t is number => typeof t === 'number' && t > 0);
+    const shortest = Math.min(...timeouts, 3600);
+    return Math.min(60_000, Math.max(1000, (shortest * 1000) / 2));
+  }
+
+  private isExpired(s: Session, now = Date.now()): boolean {
+    const cfg = directoryConfigFor(this.options.config, s.record.urlPath);
+    return now - s.record.lastActivity > cfg.sessionTimeoutSeconds * 1000;
+  }
+
+  /** §3.2.6.1: removes sessions idle longer than their directory's timeout. */
+  async sweep(): Promise<void> {
+    const now = Date.now();
+    for (const s of [...this.sessions.values()]) {
+      if (this.isExpired(s, now)) await this.withLock(s, () => this.expire(s));
+    }
+    for (const [id, c] of this.closed) if (now - c.at > CLOSED_MEMORY_MS) this.closed.delete(id);
+  }
+
+  private async expire(s: Session): Promise<void> {
+    if (this.sessions.get(s.record.id) !== s || !this.isExpired(s)) return;
+    this.sessions.delete(s.record.id);
+    this.options.log(`session ${s.record.id} expired (${s.record.urlPath})`);
+    await deleteSessionFromDisk(s).catch(() => {});
+  }
+
+  private async withLock<T>(s: Session, fn: () => Promise<T>): Promise<T> {
+    const prev = s.lock;
+    let release!: () => void;
+    s.lock = new Promise<void>((r) => (release = r));
+    await prev.catch(() => {});
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  async handle(req: Http1Request): Promise<Http1Response> {
+    let res: Http1Response;
+    try {
+      res = await this.dispatch(req);
+    } catch (err) {
+      if (err instanceof BitsReply) res = err.response;
+      else if (isDiskFullError(err)) res = bitsError(500, HRESULT.ERROR_DISK_FULL);
+      else {
+        this.options.log(`upload: ${req.rawPath}: ${(err as Error).stack ?? String(err)}`);
+        res = bitsError(500, HRESULT.E_FAIL);
+      }
+    }
+    const sid = req.headers['bits-session-id'];
+    if (res.headers && sid && isGuid(sid) && !(H.SessionId in res.headers) && res.status !== 200) {
+      // §2.2.1.2: error answers MAY echo the session id; when they do it is the request's.
+      res.headers[H.SessionId] = sid;
+    }
+    this.options.log(
+      `${req.method} ${req.rawPath} ${req.headers['bits-packet-type'] ?? '-'} -> ${res.status}` +
+        (res.headers?.[H.Error] ? ` ${String(res.headers[H.Error])}` : ''),
+    );
+    if (!res.close && res.status !== 200) {
+      // Errors are answered without reading a body we do not want; keep the connection in sync.
+      await req.discardBody();
+    }
+    return res;
+  }
+
+  private async dispatch(req: Http1Request): Promise<Http1Response> {
+    // §3.2.5.2.3: Content-Length is mandatory on every request.
+    if (req.contentLength === undefined) fail(411, HRESULT.E_INVALIDARG);
+    const type = parsePacketType(req.headers['bits-packet-type']);
+    if (type === undefined || type === PacketType.Ack) fail(400, HRESULT.E_INVALIDARG);
+
+    let segs: string[];
+    try {
+      segs = safeSegments(req.rawPath);
+    } catch {
+      fail(400, HRESULT.E_INVALIDARG);
+    }
+    const urlPath = '/' + segs.join('/');
+    const dirConfig = directoryConfigFor(this.options.config, urlPath);
+    // §6 note 22: a directory without BITS uploads answers 501 / E_ACCESSDENIED.
+    if (!dirConfig.uploadsEnabled) fail(501, HRESULT.E_ACCESSDENIED);
+
+    if (type !== PacketType.Fragment && (req.contentLength ?? 0) > 0) {
+      // §2.2.2.3 and siblings: only FRAGMENT carries a body.
+      fail(400, HRESULT.E_INVALIDARG, { close: req.contentLength > 64 * 1024 });
+    }
+
+    switch (type) {
+      case PacketType.Ping:
+        // §3.2.5.2.5: no session needed (§4.1-06 carries none).
+        return ack();
+      case PacketType.CreateSession:
+        return this.createSession(req, segs, urlPath, dirConfig);
+      default:
+        break;
+    }
+
+    const rawId = req.headers['bits-session-id'];
+    if (!rawId || !isGuid(rawId)) fail(400, HRESULT.E_INVALIDARG);
+    const id = normalizeGuid(rawId);
+    const session = this.sessions.get(id);
+    if (!session || session.record.urlPath !== urlPath) {
+      if (type === PacketType.CloseSession || type === PacketType.CancelSession) {
+        const c = this.closed.get(id);
+        if (c && c.urlPath === urlPath) return ack({}, rawId.trim());
+      }
+      fail(500, HRESULT.BG_E_SESSION_NOT_FOUND, { sessionId: rawId.trim() });
+    }
+    if (this.isExpired(session)) {
+      await this.withLock(session, () => this.expire(session));
+      fail(500, HRESULT.BG_E_SESSION_NOT_FOUND, { sessionId: rawId.trim() });
+    }
+
+    switch (type) {
+      case PacketType.Fragment:
+        return this.fragment(req, session, dirConfig);
+      case PacketType.CloseSession:
+        return this.withLock(session, () => this.closeSession(req, session, dirConfig));
+      case PacketType.CancelSession:
+        return this.withLock(session, () => this.cancelSession(session));
+      default:
+        fail(400, HRESULT.E_INVALIDARG);
+    }
+  }
+
+  /** Absolute destination file, refused when it escapes the root, is a folder or lies in BITS-Sessions. */
+  private async destinationFile(req: Http1Request, segs: string[]): Promise<string> {
+    if (segs.length === 0 || req.rawPath.endsWith('/')) fail(400, HRESULT.E_INVALIDARG);
+    if (segs.some((s) => s.toLowerCase() === SESSIONS_DIR.toLowerCase())) fail(403, HRESULT.E_ACCESSDENIED);
+    let file: string;
+    try {
+      file = await resolveUnderRoot(this.realRoot, req.rawPath);
+    } catch (err) {
+      if (err instanceof PathRejected) fail(400, HRESULT.E_INVALIDARG);
+      throw err;
+    }
+    // §2.2.1.2: "The destination URL maps to a directory instead" is E_INVALIDARG.
+    if (await isDirectory(file)) fail(400, HRESULT.E_INVALIDARG);
+    return file;
+  }
+
+  private async createSession(
+    req: Http1Request,
+    segs: string[],
+    urlPath: string,
+    cfg: DirectoryConfig,
+  ): Promise<Http1Response> {
+    const offered = parseSupportedProtocols(req.headers['bits-supported-protocols'] ?? '').slice(0, MAX_PROTOCOLS);
+    const protocol = offered.find((g) => isGuid(g) && sameGuid(g, PROTOCOL_GUID));
+    if (!protocol) fail(400, HRESULT.E_INVALIDARG);
+    const dest = await this.destinationFile(req, segs);
+    if (!cfg.allowOverwrites && (await exists(dest))) fail(403, HRESULT.E_ACCESSDENIED);
+    if (cfg.notificationType !== 'none' && !cfg.notificationUrl) {
+      this.options.log(`upload: ${urlPath}: notification configured without a notificationUrl`);
+      fail(500, HRESULT.E_FAIL);
+    }
+    if (this.sessions.size >= this.options.config.limits.maxSessions) {
+      // §3.2.7: the table is full.
+      fail(500, HRESULT.E_OUTOFMEMORY);
+    }
+    const id = newSessionId();
+    const now = Date.now();
+    const host = req.headers['host'] ?? `${req.socket.localAddress ?? 'localhost'}:${req.socket.localPort ?? ''}`;
+    const record: SessionRecord = {
+      version: 1,
+      id,
+      urlPath,
+      originalUrl: `${req.secure ? 'https' : 'http'}://${host}${req.rawPath}`,
+      protocol: PROTOCOL_GUID,
+      state: 'STATE_RECEIVE_FRAGMENTS',
+      createdAt: now,
+      lastActivity: now,
+      notified: false,
+      copyToDestination: true,
+    };
+    const session: Session = {
+      record,
+      sessionsDir: path.join(path.dirname(dest), SESSIONS_DIR),
+      received: 0,
+      lock: Promise.resolve(),
+    };
+    try {
+      await createSessionOnDisk(session);
+    } catch (err) {
+      await deleteSessionFromDisk(session).catch(() => {});
+      throw err;
+    }
+    this.sessions.set(id, session);
+    const headers: Record<string, string> = {
+      [H.Protocol]: PROTOCOL_GUID,
+      // §2.2.3.1 / §6 note 7: identity only.
+      'Accept-Encoding': 'identity',
+    };
+    if (cfg.hostId) headers[H.HostId] = cfg.hostId;
+    if (cfg.hostIdFallbackTimeout) headers[H.HostIdFallbackTimeout] = String(cfg.hostIdFallbackTimeout);
+    return ack(headers, id);
+  }
+
+  private fragmentAck(s: Session, extra: Record<string, string> = {}): Http1Response {
+    const headers: Record<string, string> = {
+      [H.ReceivedContentRange]: formatReceivedContentRange(s.received),
+      ...extra,
+    };
+    return ack(headers, s.record.id);
+  }
+
+  private async fragment(req: Http1Request, s: Session, cfg: DirectoryConfig): Promise<Http1Response> {
+    const length = req.contentLength!;
+    const range = parseContentRange(req.headers['content-range']);
+    // §3.2.5.2.6 / RFC 2616 §14.16: the range must be complete, and match the body.
+    if (!range || range.total === undefined) fail(400, HRESULT.E_INVALIDARG);
+    const total = range.total;
+    if (length === 0) fail(400, HRESULT.E_INVALIDARG);
+    if (range.last - range.first + 1 !== length) fail(400, HRESULT.E_INVALIDARG, { close: length > 64 * 1024 });
+    if (length > this.options.config.limits.maxFragmentBytes) {
+      // Not read: the client resends smaller fragments (§6 note 10); the connection cannot be reused.
+      throw new BitsReply({ status: 413, headers: ackHeaders(s.record.id), body: '', close: true });
+    }
+    if (total > cfg.maxUploadSize) fail(500, HRESULT.BG_E_TOO_LARGE);
+    if (req.headers['content-encoding'] && req.headers['content-encoding'].toLowerCase() !== 'identity') {
+      // §6 note 12: identity only.
+      fail(400, HRESULT.E_INVALIDARG);
+    }
+
+    return this.withLock(s, async () => {
+      if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
+      const rec = s.record;
+      // A different entity length than an earlier fragment's is E_INVALIDARG (§2.2.1.2 table).
+      if (rec.totalLength !== undefined && rec.totalLength !== total) fail(400, HRESULT.E_INVALIDARG);
+
+      if (range.last < s.received) {
+        // Everything in this fragment is held already: an idempotent resend.
+        await req.discardBody();
+        rec.lastActivity = Date.now();
+        if (rec.totalLength !== undefined && s.received === rec.totalLength && range.last === total - 1) {
+          // The final fragment again: NotifyCache answers as before, or retries a failed notification.
+          return this.complete(s, cfg);
+        }
+        return this.fragmentAck(s);
+      }
+      if (range.first !== s.received) {
+        // Ahead of us, or overlapping our tail: resync the client without touching the file.
+        throw new BitsReply({
+          status: 416,
+          headers: { ...ackHeaders(rec.id), [H.ReceivedContentRange]: formatReceivedContentRange(s.received) },
+          body: '',
+          close: length > 256 * 1024,
+        });
+      }
+      if (rec.totalLength === undefined) {
+        rec.totalLength = total;
+        await saveSession(s);
+      }
+      await this.appendBody(req, s, length);
+      rec.lastActivity = Date.now();
+      if (s.received === total) return this.complete(s, cfg);
+      return this.fragmentAck(s);
+    });
+  }
+
+  /** Appends the body at the received offset; on any failure the file is cut back to what was acknowledged. */
+  private async appendBody(req: Http1Request, s: Session, length: number): Promise<void> {
+    const start = s.received;
+    const file = requestFile(s);
+    let fh;
+    try {
+      fh = await open(file, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        // The request entity was deleted under us: the session is gone (§3.2.5.2.7 treats it likewise).
+        this.sessions.delete(s.record.id);
+        await deleteSessionFromDisk(s).catch(() => {});
+        fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
+      }
+      throw err;
+    }
+    let pos = start;
+    try {
+      for await (const chunk of req.body as AsyncIterable<Buffer>) {
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos);
+          off += bytesWritten;
+          pos += bytesWritten;
+        }
+      }
+      if (pos - start !== length) throw new Error(`fragment body ended after ${pos - start} of ${length} bytes`);
+      // An Ack means the bytes are on disk.
+      await fh.sync();
+      s.received = pos;
+    } catch (err) {
+      await fh.truncate(start).catch(() => {});
+      await fh.sync().catch(() => {});
+      if (isDiskFullError(err)) fail(500, HRESULT.ERROR_DISK_FULL, { close: true });
+      // The client went away or stalled mid-body: nobody reads this answer, the connection closes.
+      throw new BitsReply(bitsError(400, HRESULT.E_INVALIDARG, { sessionId: s.record.id, close: true }));
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
+  /**
+   * The whole entity is here: §3.2.5.1.3 STATE_NOTIFY (if configured), then the Ack of the
+   * final fragment, with BITS-Reply-URL for upload-reply. Runs under the session lock.
+   */
+  private async complete(s: Session, cfg: DirectoryConfig): Promise<Http1Response> {
+    const rec = s.record;
+    if (rec.state === 'STATE_WAIT_FOR_CLOSE') {
+      return this.fragmentAck(s, rec.reply ? { [H.ReplyUrl]: rec.reply.url } : {});
+    }
+    const failure = await this.runNotification(s, cfg);
+    if (failure) return failure;
+    return this.fragmentAck(s, rec.reply ? { [H.ReplyUrl]: rec.reply.url } : {});
+  }
+
+  /** Notifies the server application; returns the error Ack on failure (session stays in RECEIVE_FRAGMENTS). */
+  private async runNotification(s: Session, cfg: DirectoryConfig): Promise<Http1Response | undefined> {
+    const rec = s.record;
+    if (cfg.notificationType === 'none' || !cfg.notificationUrl) {
+      // §3.3.5.2.1: no server application; the destination is populated at CLOSE-SESSION.
+      rec.copyToDestination = true;
+      rec.state = 'STATE_WAIT_FOR_CLOSE';
+      rec.notified = true;
+      await saveSession(s);
+      return undefined;
+    }
+    const result = await this.backEnd.notify({
+      type: cfg.notificationType,
+      notificationUrl: cfg.notificationUrl,
+      originalRequestUrl: rec.originalUrl,
+      requestFile: requestFile(s),
+      requestLength: s.received,
+      responseFile: responseFile(s),
+      timeoutMs: (cfg.notificationTimeoutSeconds ?? 300) * 1000,
+    });
+    if (!result.ok) {
+      this.options.log(`session ${rec.id}: notification failed: ${result.message}`);
+      // §3.2.5.1.3: the Ack carries the error; a resend of the last fragment retries.
+      await rm(path.dirname(responseFile(s)), { recursive: true, force: true });
+      return bitsError(result.status, result.bitsError, {
+        sessionId: rec.id,
+        context: result.context,
+        extra: { [H.ReceivedContentRange]: formatReceivedContentRange(s.received) },
+      });
+    }
+    rec.copyToDestination = result.copyToDestination;
+    rec.reply = result.staticReplyUrl
+      ? { url: result.staticReplyUrl, isStatic: true }
+      : { url: relativeReplyUrl(rec.id), isStatic: false };
+    if (result.staticReplyUrl) {
+      // IsReplyStaticURL: ResponseEntityPath is NULL.
+      await rm(path.dirname(responseFile(s)), { recursive: true, force: true });
+    }
+    rec.notified = true;
+    rec.state = 'STATE_WAIT_FOR_CLOSE';
+    await saveSession(s);
+    return undefined;
+  }
+
+  private async closeSession(req: Http1Request, s: Session, cfg: DirectoryConfig): Promise<Http1Response> {
+    if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
+    const rec = s.record;
+    const src = requestFile(s);
+    if (!(await exists(src))) {
+      // §3.2.5.2.7: the request entity was deleted.
+      this.sessions.delete(rec.id);
+      await deleteSessionFromDisk(s).catch(() => {});
+      throw new BitsReply({ status: 404, headers: ackHeaders(rec.id), body: '' });
+    }
+    if (rec.state !== 'STATE_WAIT_FOR_CLOSE') {
+      if (rec.totalLength !== undefined && s.received < rec.totalLength) {
+        // Closing an incomplete upload would publish a truncated file.
+        fail(400, HRESULT.E_INVALIDARG, { sessionId: rec.id });
+      }
+      // No fragment at all: a 0-byte entity, which still goes through notification.
+      rec.totalLength ??= 0;
+      const failure = await this.runNotification(s, cfg);
+      if (failure) return failure;
+    }
+    if (rec.copyToDestination) {
+      let dest: string;
+      try {
+        dest = await resolveUnderRoot(this.realRoot, req.rawPath);
+      } catch {
+        fail(400, HRESULT.E_INVALIDARG, { sessionId: rec.id });
+      }
+      if (await isDirectory(dest)) fail(400, HRESULT.E_INVALIDARG, { sessionId: rec.id });
+      await mkdir(path.dirname(dest), { recursive: true });
+      if (cfg.allowOverwrites) {
+        await rename(src, dest);
+      } else {
+        // link() fails if the destination exists, atomically: no window for a second writer.
+        try {
+          await link(src, dest);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') fail(403, HRESULT.E_ACCESSDENIED, { sessionId: rec.id });
+          throw err;
+        }
+        await unlink(src);
+      }
+      await fsyncDir(path.dirname(dest));
+    }
+    this.sessions.delete(rec.id);
+    this.rememberClosed(rec.id, rec.urlPath);
+    // §3.2.5.2.7: the request entity, the response entity and the state data go.
+    await deleteSessionFromDisk(s).catch(() => {});
+    return ack({}, rec.id);
+  }
+
+  private async cancelSession(s: Session): Promise<Http1Response> {
+    if (this.sessions.get(s.record.id) === s) {
+      this.sessions.delete(s.record.id);
+      this.rememberClosed(s.record.id, s.record.urlPath);
+      await deleteSessionFromDisk(s);
+    }
+    return ack({}, s.record.id);
+  }
+
+  private rememberClosed(id: string, urlPath: string): void {
+    this.closed.set(id, { urlPath, at: Date.now() });
+    if (this.closed.size > CLOSED_MEMORY) {
+      const oldest = this.closed.keys().next().value;
+      if (oldest !== undefined) this.closed.delete(oldest);
+    }
+  }
+}
+
