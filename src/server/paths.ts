@@ -3,13 +3,13 @@
  * could escape it: `..` segments, encoded slashes (`%2F`, `%5C`), backslashes,
  * NUL, absolute or drive-letter paths, and symlinks that point outside.
  */
-import { realpath } from 'node:fs/promises';
+import { lstat, realpath } from 'node:fs/promises';
 import path from 'node:path';
 
 export class PathRejected extends Error {}
 
 /** Decodes a raw URL path into safe segments, or throws PathRejected. */
-export function safeSegments(rawPath: string): string[] {
+export function safeSegments(rawPath: string, platform: NodeJS.Platform = process.platform): string[] {
   if (!rawPath.startsWith('/')) throw new PathRejected('path must start with /');
   const segs: string[] = [];
   for (const raw of rawPath.split('/').slice(1)) {
@@ -23,6 +23,10 @@ export function safeSegments(rawPath: string): string[] {
     }
     if (seg === '.' || seg === '..') throw new PathRejected('dot segment in path');
     if (/[\\\0]/.test(seg) || /^[a-zA-Z]:/.test(seg)) throw new PathRejected('forbidden character in path');
+    // On Windows `name:stream` opens an NTFS alternate data stream, and a
+    // trailing dot or space names the same file as without it (so `Secret.`
+    // would slip past name checks).
+    if (platform === 'win32' && (seg.includes(':') || /[. ]$/.test(seg))) throw new PathRejected('forbidden Windows file name');
     segs.push(seg);
   }
   return segs;
@@ -46,10 +50,25 @@ export async function resolveUnderRoot(root: string, rawPath: string): Promise<s
       break;
     } catch (err) {
       if (err instanceof PathRejected) throw err;
+      // A dangling symlink cannot be resolved, but writing through it would
+      // create its target wherever it points: only a truly missing entry lets
+      // the walk continue upwards.
+      if (await existsAsEntry(probe)) throw new PathRejected('unresolvable symlink in path');
       const parent = path.dirname(probe);
       if (parent === probe) throw new PathRejected('path escapes the root');
       probe = parent;
     }
   }
   return target;
+}
+
+/** Whether a directory entry (of any kind, even a dangling symlink) exists at p. */
+async function existsAsEntry(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code !== 'ENOENT' && code !== 'ENOTDIR';
+  }
 }
