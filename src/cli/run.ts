@@ -1,11 +1,16 @@
 /**
  * Runs a command action: turns any error into one clear line on stderr (and a
- * final JSON object on stdout with --json) and the documented exit code.
+ * final JSON object on stdout with --json) and the documented exit code; and
+ * the Ctrl-C contract shared by every transferring command.
  */
-import { formatErrorLine, toBitsError, ExitCode } from '../errors.js';
+import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
+import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+
+export { printFinal, currentJob, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
 export interface RunOptions {
   json?: boolean;
+  quiet?: boolean;
 }
 
 export async function runAction(opts: RunOptions, fn: () => Promise<number | void>): Promise<void> {
@@ -14,9 +19,107 @@ export async function runAction(opts: RunOptions, fn: () => Promise<number | voi
     process.exitCode = code ?? ExitCode.OK;
   } catch (err) {
     const e = toBitsError(err);
-    if (opts.json) process.stdout.write(JSON.stringify({ type: 'error', error: e.toJSON() }) + '\n');
-    process.stderr.write(`bits: error: ${formatErrorLine(e)}\n`);
+    printError(opts, e);
     if (e.exitCode === ExitCode.INTERNAL && process.env.BITS_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? err}\n`);
     process.exitCode = e.exitCode;
+  } finally {
+    stopAllDisplays();
+    disposeInterrupts();
   }
+}
+
+/**
+ * The final line (and JSON object) for an error, naming the job and how to
+ * resume it when the job survives. Does nothing if the outcome was already printed.
+ */
+export function printError(opts: OutputOptions, e: BitsError): boolean {
+  if (finalEmitted()) return false;
+  const job = currentJob();
+  return printFinal(opts, {
+    state: stateForError(e, job.jobId),
+    jobId: job.jobId,
+    kind: job.kind,
+    bytes: job.bytesDone,
+    totalBytes: job.totalBytes,
+    source: job.source,
+    destination: job.destination,
+    error: { ...e.toJSON(), message: formatErrorLine(e) },
+  });
+}
+
+function stateForError(e: BitsError, jobId: string | undefined): FinalState {
+  if (e.code === 'CancelledError') return 'cancelled';
+  if (e.resumable && jobId !== undefined) return 'suspended';
+  return 'failed';
+}
+
+// ---- Ctrl-C ----
+
+export interface Interrupt {
+  /** Aborts (reason: an InterruptedError) on the first SIGINT/SIGTERM. */
+  readonly signal: AbortSignal;
+  /** Stop listening (runAction also does this when the action ends). */
+  dispose(): void;
+}
+
+export interface InterruptOptions {
+  /** A second signal within this window exits at once; default 2000 ms. */
+  forceWindowMs?: number;
+  stderr?: NodeJS.WritableStream;
+}
+
+const FORCE_WINDOW_MS = 2000;
+const live = new Set<() => void>();
+
+/**
+ * The Ctrl-C contract: the first SIGINT/SIGTERM aborts the returned signal (the
+ * command then suspends the job and its last line says `bits resume <id>`); a
+ * second one within 2 s exits at once with ExitCode.INTERRUPTED, because the
+ * user clearly wants out even if suspending hangs on the network. Later
+ * signals after the window re-arm it, with a hint.
+ */
+export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: InterruptOptions = {}): Interrupt {
+  const ac = new AbortController();
+  const windowMs = opts.forceWindowMs ?? FORCE_WINDOW_MS;
+  const stderr = opts.stderr ?? process.stderr;
+  let last = 0;
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    const now = Date.now();
+    if (!ac.signal.aborted) {
+      last = now;
+      // On a terminal the ^C echo leaves the cursor mid-line.
+      const nl = (stderr as { isTTY?: boolean }).isTTY ? '\n' : '';
+      logLine(`${nl}bits: ${sig === 'SIGINT' ? 'interrupted' : `got ${sig}`}; suspending (press Ctrl-C again to quit at once)\n`, stderr);
+      ac.abort(new InterruptedError(sig === 'SIGINT' ? 'interrupted' : `interrupted by ${sig}`));
+      try {
+        handler?.(sig);
+      } catch {
+        // the abort already happened; a failing handler must not turn Ctrl-C into a crash
+      }
+      return;
+    }
+    if (now - last <= windowMs) {
+      stopAllDisplays();
+      const id = currentJob().jobId;
+      stderr.write(`bits: interrupted again; exiting now${id ? ` (the job may need: bits resume ${id})` : ''}\n`);
+      process.exit(ExitCode.INTERRUPTED);
+    }
+    last = now;
+    logLine('bits: still suspending; press Ctrl-C again to quit at once\n', stderr);
+  };
+
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const dispose = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    live.delete(dispose);
+  };
+  live.add(dispose);
+  return { signal: ac.signal, dispose };
+}
+
+function disposeInterrupts(): void {
+  for (const d of [...live]) d();
 }

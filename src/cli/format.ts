@@ -1,0 +1,91 @@
+/**
+ * Human formatting and parsing of sizes, rates and durations. Humans get binary
+ * units (`1.2 GiB`, `48.3 MiB/s`, `2m 05s`); JSON output never uses these and
+ * carries exact integers instead.
+ */
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'] as const;
+
+/** `512 B`, `48.0 KiB`, `1.2 GiB`, `100 MiB`: one decimal below 100, none above, so the width stays short. */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes)) return '? B';
+  const sign = bytes < 0 ? '-' : '';
+  let v = Math.abs(bytes);
+  if (v < 1024) return `${sign}${Math.round(v)} B`;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  let text = v < 99.95 ? v.toFixed(1) : Math.round(v).toString();
+  // Rounding can reach the next unit (1023.97 KiB -> "1024 KiB"): say "1.0 MiB" instead.
+  if (Number(text) >= 1024 && u < UNITS.length - 1) {
+    u++;
+    text = (v / 1024).toFixed(1);
+  }
+  return `${sign}${text} ${UNITS[u]}`;
+}
+
+/** Bytes per second in the same binary units: `48.3 MiB/s`. */
+export function formatRate(bytesPerSecond: number): string {
+  return `${formatBytes(bytesPerSecond)}/s`;
+}
+
+/** `<1s`, `3s`, `2m 05s`, `1h 02m`, `3d 04h`. Rounded to whole seconds; negative or non-finite -> `?`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '?';
+  if (seconds > 0 && seconds < 0.5) return '<1s';
+  let s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad2(s % 60)}s`;
+  // Round to minutes above an hour so "1h 59m 59s" does not print as "1h 59m" then jump.
+  s = Math.round(s / 60) * 60;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad2(Math.floor((s % 3600) / 60))}m`;
+  const h = Math.round(s / 3600);
+  return `${Math.floor(h / 24)}d ${pad2(h % 24)}h`;
+}
+
+/** A percentage for display: `45%`, never `100%` before the end. */
+export function formatPercent(done: number, total: number | undefined): string | undefined {
+  if (total === undefined || !(total > 0)) return undefined;
+  const p = Math.floor((done / total) * 100);
+  return `${Math.max(0, Math.min(done >= total ? 100 : 99, p))}%`;
+}
+
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : `${n}`;
+}
+
+const SIZE_RE = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$/i;
+
+/**
+ * Parses a size as people type it: `1048576`, `512k`, `16M`, `16MiB`, `1.5G`,
+ * `100MB`. Every multiple is binary (1K = 1KB = 1KiB = 1024, as Windows and
+ * curl's --limit-rate count), the same rule as ./parse.ts, so `10MB` never means
+ * something different from `10M`. Returns undefined when invalid.
+ */
+export function parseSize(text: string): number | undefined {
+  const m = SIZE_RE.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const mult = unitMultiplier(m[2]!);
+  if (mult === undefined || !Number.isFinite(n)) return undefined;
+  // A fraction of a byte is meaningless: `1.5` alone is refused, `1.5K` is 1536.
+  if (mult === 1 && m[1]!.includes('.')) return undefined;
+  const v = Math.round(n * mult);
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+function unitMultiplier(unit: string): number | undefined {
+  const u = unit.toLowerCase();
+  if (u === '' || u === 'b') return 1;
+  const letter = 'kmgtp'.indexOf(u[0]!);
+  if (letter < 0) return undefined;
+  const rest = u.slice(1);
+  return rest === '' || rest === 'b' || rest === 'ib' ? 1024 ** (letter + 1) : undefined;
+}
+
+/** A rate: a size with an optional `/s` suffix (`10M`, `500KiB/s`); `0` means unlimited. */
+export function parseRate(text: string): number | undefined {
+  return parseSize(text.replace(/\s*\/\s*s(?:ec)?\s*$/i, ''));
+}

@@ -1,0 +1,185 @@
+/**
+ * The last thing a command prints: one human line on stderr and one JSON object
+ * on stdout (with --json). It is printed once per run, whoever gets there first
+ * (the reporter on a 'complete' or 'error' event, the command through
+ * printFinal, or runAction when an error escapes), so scripts can rely on the
+ * last JSON line being the outcome, carrying job id, state, bytes and error.
+ */
+import type { Writable } from 'node:stream';
+import type { TransferKind } from '../../client/events.js';
+import type { ErrorJson } from '../../errors.js';
+import { errorLine, type ColorStream } from '../colors.js';
+import { formatBytes, formatDuration, formatRate } from '../format.js';
+
+export type FinalState = 'complete' | 'suspended' | 'cancelled' | 'failed';
+
+export interface OutputOptions {
+  /** One JSON object per line on stdout. */
+  json?: boolean;
+  /** Nothing on stderr except errors. */
+  quiet?: boolean;
+  /** Defaults to process.stdout. */
+  stdout?: Writable;
+  /** Defaults to process.stderr; its isTTY decides bars and colour. */
+  stderr?: Writable & ColorStream;
+}
+
+export interface FinalResult {
+  state: FinalState;
+  jobId?: string;
+  kind?: TransferKind;
+  /** Bytes transferred so far (the total when complete). */
+  bytes?: number;
+  totalBytes?: number;
+  source?: string;
+  destination?: string;
+  replyFile?: string;
+  sha256?: string;
+  elapsedMs?: number;
+  /** The error, for every state but 'complete'. */
+  error?: ErrorJson;
+  /** Replaces the generated human line (without the `bits: ` prefix). */
+  message?: string;
+}
+
+/** What the running transfer has told us; runAction uses it to name the job in its last line. */
+export interface JobSnapshot {
+  jobId?: string;
+  kind?: TransferKind;
+  bytesDone?: number;
+  totalBytes?: number;
+  source?: string;
+  destination?: string;
+  startedAt?: number;
+}
+
+interface Session {
+  job: JobSnapshot;
+  finalEmitted: boolean;
+  /** Stops for live bars and timers, so an error path or a forced exit leaves a clean terminal. */
+  stoppers: Set<() => void>;
+}
+
+let session: Session = { job: {}, finalEmitted: false, stoppers: new Set() };
+
+/** A new transfer starts: forget the previous one (tests create several reporters in one process). */
+export function resetSession(): void {
+  session = { job: {}, finalEmitted: false, stoppers: session.stoppers };
+}
+
+export function currentJob(): JobSnapshot {
+  return session.job;
+}
+
+export function updateJob(patch: JobSnapshot): void {
+  Object.assign(session.job, patch);
+}
+
+export function finalEmitted(): boolean {
+  return session.finalEmitted;
+}
+
+let liveLogger: ((line: string) => void) | undefined;
+
+/** While bars are drawn, lines must go above them (a direct write would be overdrawn). */
+export function setLiveLogger(log: ((line: string) => void) | undefined): void {
+  liveLogger = log;
+}
+
+/** Writes a full line (with its newline) to stderr, above any live progress bars. */
+export function logLine(line: string, stderr: NodeJS.WritableStream = process.stderr): void {
+  if (liveLogger) liveLogger(line.replace(/^\n+/, '')); // the bars redraw from the line start anyway
+  else stderr.write(line);
+}
+
+export function registerStopper(stop: () => void): () => void {
+  session.stoppers.add(stop);
+  return () => session.stoppers.delete(stop);
+}
+
+/** Stops every live progress display (idempotent). */
+export function stopAllDisplays(): void {
+  for (const stop of [...session.stoppers]) {
+    try {
+      stop();
+    } catch {
+      // a display that cannot stop must not hide the real outcome
+    }
+  }
+  session.stoppers.clear();
+}
+
+export function isoNow(): string {
+  return new Date().toISOString();
+}
+
+export function writeJson(stdout: Writable, obj: Record<string, unknown>): void {
+  stdout.write(JSON.stringify(obj) + '\n');
+}
+
+/** The human line for a result, without the `bits: ` prefix and newline. */
+export function finalHumanLine(r: FinalResult): string {
+  if (r.message) return r.message;
+  const id = r.jobId;
+  const resume = id ? `continue with: bits resume ${id}` : '';
+  const msg = r.error?.message.replace(/\s*\n\s*/g, ' ');
+  const at = r.bytes !== undefined ? ` at ${formatBytes(r.bytes)}${r.totalBytes !== undefined ? ` / ${formatBytes(r.totalBytes)}` : ''}` : '';
+  switch (r.state) {
+    case 'complete': {
+      const verb = r.kind === 'upload' ? 'uploaded' : r.kind === 'download' ? 'downloaded' : 'done:';
+      let s = `${verb} ${formatBytes(r.bytes ?? 0)}`;
+      if (r.elapsedMs !== undefined && r.elapsedMs > 0) {
+        s += ` in ${formatDuration(r.elapsedMs / 1000)}`;
+        if (r.bytes) s += ` (${formatRate((r.bytes * 1000) / r.elapsedMs)})`;
+      }
+      if (r.destination) s += ` -> ${r.destination}`;
+      if (r.replyFile) s += `; reply saved to ${r.replyFile}`;
+      return s;
+    }
+    case 'suspended':
+      if (r.error?.code === 'InterruptedError') return `interrupted: ${id ? `job ${id} suspended${at}; ${resume}` : 'stopped'}`;
+      return `${msg ?? 'suspended'}${id ? `; job ${id} is suspended${at}, ${resume}` : ''}`;
+    case 'cancelled':
+      return msg ?? (id ? `job ${id} cancelled` : 'cancelled');
+    case 'failed':
+      return msg ?? 'failed';
+  }
+}
+
+/**
+ * Prints the outcome: one human line on stderr (success lines are silenced by
+ * --quiet, failures never are) and, with --json, one object on stdout. Returns
+ * false and prints nothing when the outcome was already printed.
+ */
+export function printFinal(opts: OutputOptions, r: FinalResult): boolean {
+  if (session.finalEmitted) return false;
+  session.finalEmitted = true;
+  stopAllDisplays();
+  const stdout = opts.stdout ?? process.stdout;
+  const stderr = opts.stderr ?? process.stderr;
+  const job = session.job;
+  const jobId = r.jobId ?? job.jobId;
+  const full: FinalResult = { ...r, jobId, kind: r.kind ?? job.kind, bytes: r.bytes ?? job.bytesDone, totalBytes: r.totalBytes ?? job.totalBytes };
+  if (opts.json) {
+    const type = r.error ? 'error' : r.state === 'complete' ? 'complete' : 'result';
+    writeJson(stdout, {
+      type,
+      time: isoNow(),
+      jobId: jobId ?? null,
+      state: r.state,
+      kind: full.kind,
+      bytes: full.bytes ?? 0,
+      totalBytes: full.totalBytes,
+      source: r.source,
+      destination: r.destination,
+      replyFile: r.replyFile,
+      sha256: r.sha256,
+      elapsedMs: r.elapsedMs,
+      error: r.error ?? null,
+    });
+  }
+  const line = finalHumanLine(full);
+  if (r.error && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
+  else if (r.state !== 'complete' || !opts.quiet) stderr.write(`bits: ${line}\n`);
+  return true;
+}
