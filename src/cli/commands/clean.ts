@@ -1,13 +1,47 @@
 import type { Command } from 'commander';
 import { runAction } from '../run.js';
-import { UsageError } from '../../errors.js';
+
+interface CleanOptions {
+  json?: boolean;
+  all?: boolean;
+}
 
 export function register(program: Command): void {
   program
     .command('clean')
-    .description('(not implemented yet)')
-    .allowUnknownOption()
-    .action(() => runAction({}, async () => {
-      throw new UsageError('bits clean is not implemented yet');
-    }));
+    .description('forget finished jobs (complete and cancelled); a running job is never removed')
+    .option('-a, --all', 'also forget failed jobs (state error), which could otherwise be resumed')
+    .option('--json', 'one {"type":"removed",…} object per job, then {"type":"summary","count":N}')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ bits clean
+  $ bits clean --all --json
+
+Only the job records are removed; downloaded, partial and reply files are left alone.`,
+    )
+    .action((opts: CleanOptions) =>
+      runAction({ json: opts.json }, async () => {
+        const { openJobStore } = await import('../../store/index.js');
+        const { runnerAlive } = await import('../../jobs/running.js');
+        const { isCleanable } = await import('../../jobs/lifecycle.js');
+        const store = await openJobStore();
+        const all = opts.all === true;
+        // Decided under the store lock, so a job a process claims meanwhile is not removed.
+        const removed = await store.removeWhere((job) => isCleanable(job, runnerAlive(job), all));
+        if (opts.json) {
+          for (const j of removed) process.stdout.write(JSON.stringify({ type: 'removed', id: j.id, kind: j.kind, state: j.state }) + '\n');
+          process.stdout.write(JSON.stringify({ type: 'summary', count: removed.length }) + '\n');
+          return;
+        }
+        const n = removed.length;
+        let line = n ? `removed ${n} job${n === 1 ? '' : 's'}: ${removed.map((j) => j.id).join(', ')}` : 'nothing to clean';
+        if (!all) {
+          const failed = (await store.list()).filter((j) => j.state === 'error' && !runnerAlive(j)).length;
+          if (failed) line += `; ${failed} failed job${failed === 1 ? '' : 's'} kept (bits clean --all removes them)`;
+        }
+        process.stdout.write(line + '\n');
+      }),
+    );
 }

@@ -1,13 +1,49 @@
 import type { Command } from 'commander';
 import { runAction } from '../run.js';
-import { UsageError } from '../../errors.js';
+
+interface ListOptions {
+  json?: boolean;
+  all?: boolean;
+}
 
 export function register(program: Command): void {
   program
     .command('list')
-    .description('(not implemented yet)')
-    .allowUnknownOption()
-    .action(() => runAction({}, async () => {
-      throw new UsageError('bits list is not implemented yet');
-    }));
+    .description('list transfer jobs: unfinished ones, and those finished in the last day')
+    .option('--json', 'one JSON object per job per line, then {"type":"summary","count":N}')
+    .option('-a, --all', 'also show jobs that finished (complete or cancelled) more than a day ago')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ bits list
+  $ bits list --all --json | jq -r 'select(.state == "error") | .id'
+
+Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
+    )
+    .action((opts: ListOptions) =>
+      runAction({ json: opts.json }, async () => {
+        // Imported here so that `bits --help` does not load conf.
+        const { openJobStore } = await import('../../store/index.js');
+        const { runnerAlive } = await import('../../jobs/running.js');
+        const { formatJobTable, isHiddenByDefault, jobJson } = await import('../../jobs/format.js');
+        const store = await openJobStore();
+        const now = Date.now();
+        const all = (await store.list()).map((job) => ({ job, alive: runnerAlive(job, now) }));
+        const shown = opts.all ? all : all.filter(({ job, alive }) => alive || !isHiddenByDefault(job, now));
+        const hidden = all.length - shown.length;
+        if (opts.json) {
+          for (const { job, alive } of shown) process.stdout.write(JSON.stringify(jobJson(job, alive)) + '\n');
+          process.stdout.write(JSON.stringify({ type: 'summary', count: shown.length, hidden }) + '\n');
+          return;
+        }
+        const more = hidden ? `${hidden} job${hidden === 1 ? '' : 's'} finished more than a day ago not shown (bits list --all)\n` : '';
+        if (shown.length === 0) {
+          process.stdout.write(`no jobs${hidden ? '' : ` in ${store.path}`}\n${more}`);
+          return;
+        }
+        const width = process.stdout.isTTY ? process.stdout.columns : undefined;
+        process.stdout.write(formatJobTable(shown, now, width) + more);
+      }),
+    );
 }

@@ -1,0 +1,278 @@
+/**
+ * The persistent job record and the on-disk shape of the job store, with a
+ * small hand-written validator. Hand-written rather than conf's ajv schema
+ * because the messages matter more than generality: a damaged store must be
+ * reported as one line a person can act on (`job k3x9qa: state "x" is not one
+ * of …`), and validating a few hundred small records by hand costs microseconds
+ * on every read, with no schema compilation at start-up.
+ */
+import type { ErrorJson } from '../errors.js';
+
+export const STORE_SCHEMA_VERSION = 1;
+
+export const JOB_STATES = ['queued', 'transferring', 'suspended', 'error', 'complete', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export const JOB_KINDS = ['upload', 'download'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+/**
+ * The last failure, as `BitsError.toJSON()` produces it (hresult as `0x…` hex,
+ * hresultName, context), plus when it happened.
+ */
+export type JobError = ErrorJson & { at?: string };
+
+/**
+ * Where the credentials came from, so `bits resume` can ask for them again.
+ * The secret itself is never stored.
+ */
+export type CredentialSource = {
+  kind: 'env' | 'prompt' | 'flag';
+  user?: string;
+};
+
+/** Timeouts in milliseconds, as given on the command line. */
+export type JobTimeouts = { [key: string]: number };
+
+/** What `bits resume` needs to continue with the same settings. Headers never carry secrets. */
+export type JobOptions = {
+  fragmentSize?: number;
+  timeouts?: JobTimeouts;
+  headers?: { [name: string]: string };
+  [key: string]: JsonValue | undefined;
+};
+
+/**
+ * Upload checkpoint [MC-BUP]: opaque to the store beyond being a JSON object;
+ * the upload client owns its meaning. The named keys are the ones the job
+ * issue asks for; the upload helper narrows this type in wave 2.
+ */
+export type UploadCheckpoint = {
+  /** Size and mtime of the local source when the session was created (detects BG_E_LOCAL_FILE_CHANGED). */
+  sourceSize?: number;
+  sourceMtimeMs?: number;
+  /** BITS-Session-Id (a GUID, braces included). */
+  sessionId?: string;
+  /** BITS-Host-Id and when to fall back to the original URL (epoch ms), §3.1.5.1.2. */
+  hostId?: string;
+  hostIdFallbackDeadlineMs?: number;
+  /** The last offset the server confirmed with BITS-Received-Content-Range. */
+  confirmedOffset?: number;
+  fragmentSize?: number;
+  /** Upload-reply jobs: BITS-Reply-URL and the local file the reply goes to. */
+  replyUrl?: string;
+  replyFile?: string;
+  [key: string]: JsonValue | undefined;
+};
+
+/** Download checkpoint: opaque to the store beyond being a JSON object; narrowed by the download helper. */
+export type DownloadCheckpoint = {
+  outputPath?: string;
+  partialPath?: string;
+  /** Validators of the remote content, to detect BG_E_REMOTE_FILE_CHANGED on resume. */
+  validators?: { length?: number; lastModified?: string; etag?: string };
+  /** Byte ranges already written, as [start, endExclusive] pairs. */
+  rangesDone?: Array<[number, number]>;
+  [key: string]: JsonValue | undefined;
+};
+
+/** The process transferring the job right now; a job whose runner is alive is running. */
+export type JobRunner = { pid: number; host: string; since: string };
+
+export interface Job {
+  /** Short id a person can type: 6 lowercase Crockford base32 characters. */
+  id: string;
+  kind: JobKind;
+  /** Local path (upload) or URL (download); URLs never carry a password. */
+  source: string;
+  /** URL (upload) or local path (download). */
+  destination: string;
+  state: JobState;
+  bytesDone: number;
+  totalBytes?: number;
+  /** ISO 8601. */
+  createdAt: string;
+  updatedAt: string;
+  lastError?: JobError;
+  options?: JobOptions;
+  credentialSource?: CredentialSource;
+  runner?: JobRunner;
+  upload?: UploadCheckpoint;
+  download?: DownloadCheckpoint;
+}
+
+/** What `JobStore.create` takes: the store fills in id, timestamps, and defaults. */
+export type NewJob = Omit<Job, 'id' | 'createdAt' | 'updatedAt' | 'state' | 'bytesDone'> & {
+  state?: JobState;
+  bytesDone?: number;
+};
+
+/**
+ * A patch for `JobStore.update`. A key set to `undefined` removes that field
+ * (e.g. `{ runner: undefined, lastError: undefined }`).
+ */
+export type JobPatch = { [K in Exclude<keyof Job, 'id' | 'kind' | 'createdAt'>]?: Job[K] | undefined };
+
+export interface StoreData {
+  schemaVersion: typeof STORE_SCHEMA_VERSION;
+  jobs: { [id: string]: Job };
+}
+
+/** Crockford base32 in lower case: no i, l, o, u, so ids survive being read aloud or retyped. */
+export const ID_ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+export const ID_LENGTH = 6;
+const ID_RE = /^[0-9a-hjkmnp-tv-z]{6}$/;
+
+/** Header names whose values are secrets; never persisted. */
+const SECRET_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'x-auth-token']);
+
+export function isSecretHeader(name: string): boolean {
+  return SECRET_HEADERS.has(name.trim().toLowerCase());
+}
+
+/** Removes the password from a URL's user info; anything that is not a URL is returned unchanged. */
+export function redactUrl(value: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
+  try {
+    const u = new URL(value);
+    if (!u.password) return value;
+    u.password = '';
+    return u.toString();
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Makes a record safe to persist: no secret headers, no URL passwords. The
+ * store applies this to every write, so a bug elsewhere cannot leak a secret
+ * into the file.
+ */
+export function sanitizeJob(job: Job): Job {
+  const out: Job = { ...job, source: redactUrl(job.source), destination: redactUrl(job.destination) };
+  const headers = job.options?.headers;
+  if (headers && Object.keys(headers).some(isSecretHeader)) {
+    const kept: { [name: string]: string } = {};
+    for (const [k, v] of Object.entries(headers)) if (!isSecretHeader(k)) kept[k] = v;
+    out.options = { ...job.options, headers: kept };
+  }
+  if (out.upload?.replyUrl) out.upload = { ...out.upload, replyUrl: redactUrl(out.upload.replyUrl) };
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Validation. Each check throws a ShapeError whose message is a short phrase;
+// the store prefixes the file name and the recovery advice.
+
+export class ShapeError extends Error {
+  /** 'newer': a later bits wrote the file; the advice is to upgrade, not to move the file aside. */
+  constructor(message: string, readonly reason: 'invalid' | 'newer' = 'invalid') {
+    super(message);
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  if (typeof v === 'object') return 'an object';
+  return String(v);
+}
+
+type Check = (v: unknown) => string | undefined;
+const str: Check = (v) => (typeof v === 'string' ? undefined : 'a string');
+const nonNegInt: Check = (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? undefined : 'a non-negative integer');
+const num: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : 'a number');
+const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'true or false');
+const isoDate: Check = (v) => (typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? undefined : 'an ISO date');
+const oneOf = (values: readonly string[]): Check => (v) =>
+  typeof v === 'string' && values.includes(v) ? undefined : `one of ${values.join('|')}`;
+const jsonObject: Check = (v) => (isObject(v) ? undefined : 'a JSON object');
+const stringMap: Check = (v) =>
+  isObject(v) && Object.values(v).every((x) => typeof x === 'string') ? undefined : 'an object of strings';
+const numberMap: Check = (v) =>
+  isObject(v) && Object.values(v).every((x) => typeof x === 'number' && Number.isFinite(x)) ? undefined : 'an object of numbers';
+
+function checkFields(where: string, obj: Record<string, unknown>, fields: Record<string, Check>, required: readonly string[]): void {
+  for (const key of required) {
+    if (obj[key] === undefined) throw new ShapeError(`${where}: "${key}" is missing`);
+  }
+  for (const [key, check] of Object.entries(fields)) {
+    const v = obj[key];
+    if (v === undefined) continue;
+    const want = check(v);
+    if (want) throw new ShapeError(`${where}: "${key}" is ${describe(v)}, expected ${want}`);
+  }
+}
+
+const JOB_FIELDS: Record<string, Check> = {
+  id: (v) => (typeof v === 'string' && ID_RE.test(v) ? undefined : `${ID_LENGTH} characters of ${ID_ALPHABET}`),
+  kind: oneOf(JOB_KINDS),
+  source: str,
+  destination: str,
+  state: oneOf(JOB_STATES),
+  bytesDone: nonNegInt,
+  totalBytes: nonNegInt,
+  createdAt: isoDate,
+  updatedAt: isoDate,
+  lastError: jsonObject,
+  options: jsonObject,
+  credentialSource: jsonObject,
+  runner: jsonObject,
+  upload: jsonObject,
+  download: jsonObject,
+};
+const JOB_REQUIRED = ['id', 'kind', 'source', 'destination', 'state', 'bytesDone', 'createdAt', 'updatedAt'] as const;
+
+/** Throws ShapeError naming the first problem; returns the value typed as a Job. */
+export function validateJob(v: unknown, where = 'job'): Job {
+  if (!isObject(v)) throw new ShapeError(`${where} is ${describe(v)}, expected an object`);
+  checkFields(where, v, JOB_FIELDS, JOB_REQUIRED);
+  if (v.lastError !== undefined) {
+    checkFields(`${where} lastError`, v.lastError as Record<string, unknown>,
+      { code: str, message: str, exitCode: nonNegInt, resumable: bool, httpStatus: nonNegInt, hresult: str, hresultName: str, context: str, at: isoDate },
+      ['code', 'message', 'exitCode']);
+  }
+  if (v.options !== undefined) {
+    checkFields(`${where} options`, v.options as Record<string, unknown>, { fragmentSize: nonNegInt, timeouts: numberMap, headers: stringMap }, []);
+  }
+  if (v.credentialSource !== undefined) {
+    checkFields(`${where} credentialSource`, v.credentialSource as Record<string, unknown>, { kind: oneOf(['env', 'prompt', 'flag']), user: str }, ['kind']);
+  }
+  if (v.runner !== undefined) {
+    checkFields(`${where} runner`, v.runner as Record<string, unknown>, { pid: nonNegInt, host: str, since: isoDate }, ['pid', 'host']);
+  }
+  if (v.upload !== undefined) {
+    checkFields(`${where} upload`, v.upload as Record<string, unknown>, {
+      sourceSize: nonNegInt, sourceMtimeMs: num, sessionId: str, hostId: str, hostIdFallbackDeadlineMs: num,
+      confirmedOffset: nonNegInt, fragmentSize: nonNegInt, replyUrl: str, replyFile: str,
+    }, []);
+  }
+  if (v.download !== undefined) {
+    checkFields(`${where} download`, v.download as Record<string, unknown>, { outputPath: str, partialPath: str, validators: jsonObject }, []);
+  }
+  return v as unknown as Job;
+}
+
+/** Validates a whole store file after JSON.parse. */
+export function validateStoreData(v: unknown): StoreData {
+  if (!isObject(v)) throw new ShapeError(`the top level is ${describe(v)}, expected an object`);
+  if (v.schemaVersion === undefined) throw new ShapeError('"schemaVersion" is missing');
+  if (typeof v.schemaVersion === 'number' && Number.isInteger(v.schemaVersion) && v.schemaVersion > STORE_SCHEMA_VERSION) {
+    throw new ShapeError(`schema version ${v.schemaVersion}; this bits reads version ${STORE_SCHEMA_VERSION}`, 'newer');
+  }
+  if (v.schemaVersion !== STORE_SCHEMA_VERSION) throw new ShapeError(`"schemaVersion" is ${describe(v.schemaVersion)}, expected ${STORE_SCHEMA_VERSION}`);
+  if (!isObject(v.jobs)) throw new ShapeError(`"jobs" is ${describe(v.jobs)}, expected an object`);
+  for (const [id, job] of Object.entries(v.jobs)) {
+    const j = validateJob(job, `job ${JSON.stringify(id)}`);
+    if (j.id !== id) throw new ShapeError(`job ${JSON.stringify(id)}: its "id" is ${JSON.stringify(j.id)}`);
+  }
+  return v as unknown as StoreData;
+}
