@@ -710,10 +710,15 @@ class Connection {
     if (res.close) close = true;
     // An unread body that the client was never asked to send (100-continue), or that failed, cannot be resynced.
     if (body.failed || body.bodyNeverRequested) close = true;
-    if (this.socket.destroyed) return false;
+    // A response body may hold a file descriptor: release it on every path that does not send it.
+    if (this.socket.destroyed) {
+      destroyBody(res.body);
+      return false;
+    }
     try {
       close = await writeResponse(this.socket, res, parsed.method === 'HEAD', parsed.httpVersion, close);
     } catch {
+      destroyBody(res.body);
       // A handler response we cannot serialise (bad header) still gets an answer if nothing was written yet.
       if (!this.socket.destroyed && this.socket.bytesWritten === 0) {
         await this.sendAndClose({ status: 500, body: '' }, parsed.httpVersion, false);
