@@ -1,13 +1,125 @@
-import type { Command } from 'commander';
-import { runAction } from '../run.js';
+/**
+ * `bits download URL`: a resumable range download (MC-BUP §3.5/§3.6) with
+ * application ranges, parallel segments, mirrors and sha256 verification. The
+ * client is imported only when the command runs.
+ */
+import { Option, type Command } from 'commander';
+import { onInterrupt, printFinal, runAction } from '../run.js';
+import { addTransportOptions, parseSeconds, transportOptionsFrom } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
+import { parseInteger, parseSize } from '../parse.js';
+import { parseRangeList } from '../../protocol/content-range.js';
+
+const MAX_SEGMENTS = 64;
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function checkUrl(u: string, what: string): void {
+  let p: URL;
+  try {
+    p = new URL(u);
+  } catch {
+    throw new UsageError(`${what} is not a valid URL: ${JSON.stringify(u)}`);
+  }
+  if (p.protocol !== 'http:' && p.protocol !== 'https:') throw new UsageError(`${what} must be an http or https URL, got ${JSON.stringify(u)}`);
+}
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('download')
-    .description('(not implemented yet)')
-    .allowUnknownOption()
-    .action(() => runAction({}, async () => {
-      throw new UsageError('bits download is not implemented yet');
-    }));
+    .description('download URL to a file, resumably; ranges, parallel segments, mirrors, sha256')
+    .argument('<url>', 'http or https URL to download')
+    .option('-o, --output <path>', 'output file; `-` = stdout (no resume) (default: the server\'s file name, in the current folder)')
+    .option('-f, --force', 'overwrite an existing output file')
+    .option('--range <list>', 'download only these bytes, concatenated in order: 0-99,1000-1099,-500 (last 500),5000- (to the end)')
+    .option('--segments <n>', `download in N parallel segments over separate connections (1..${MAX_SEGMENTS}; default 1, or one per source with --mirror)`)
+    .addOption(new Option('--mirror <url>', 'another URL serving the same content (repeatable); checked with HEAD').argParser(collect).default([]))
+    .option('--sha256 <hex>', 'verify the result; on a mismatch nothing is written to the output')
+    .option('--fragment-size <size>', 'most bytes per GET, e.g. 8M (default: the whole remaining range in one GET, checkpointed every 4 MiB)')
+    .addOption(new Option('--no-progress-timeout <seconds>', 'give up (resumably) after this long without a byte received').default('300'))
+    .option('--json', 'one JSON object per line on stdout')
+    .option('-q, --quiet', 'print errors only');
+  addTransportOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Data goes to OUTPUT.bits-partial, renamed to OUTPUT only when complete (and
+verified with --sha256). Every resumed request carries If-Range: if the file
+changed on the server, the download starts again and the result is the new
+content. Servers that ignore Range or mishandle multi-range requests are
+detected and handled. With -o - the data streams to stdout in order: nothing
+can be taken back there, so it cannot resume or use segments.
+
+Examples:
+  bits download https://example.com/big.iso
+  bits download --segments 4 --sha256 <hex> -o big.iso https://example.com/big.iso
+  bits download --mirror https://mirror2/big.iso --mirror https://mirror3/big.iso https://mirror1/big.iso
+  bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
+  );
+  cmd.action((url: string, opts: Record<string, unknown>) =>
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+      // Validate everything before touching the network: UsageError, exit 2.
+      checkUrl(url, 'URL');
+      const mirrors = (opts.mirror as string[] | undefined) ?? [];
+      mirrors.forEach((m) => checkUrl(m, '--mirror'));
+      const output = typeof opts.output === 'string' ? opts.output : undefined;
+      if (output === '') throw new UsageError('--output must not be empty');
+      const segments = opts.segments !== undefined ? parseInteger(String(opts.segments), '--segments', 1, MAX_SEGMENTS) : undefined;
+      const ranges = typeof opts.range === 'string' ? opts.range : undefined;
+      if (ranges !== undefined && !parseRangeList(ranges)) {
+        throw new UsageError(`--range: expected a list like 0-99,1000-1099,-500,5000-, got ${JSON.stringify(ranges)}`);
+      }
+      const sha256 = typeof opts.sha256 === 'string' ? opts.sha256.trim().toLowerCase() : undefined;
+      if (sha256 !== undefined && !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('--sha256: expected 64 hexadecimal digits');
+      const fragmentSize = opts.fragmentSize !== undefined ? parseSize(String(opts.fragmentSize), '--fragment-size') : undefined;
+      if (fragmentSize !== undefined && fragmentSize < 1) throw new UsageError('--fragment-size must be at least 1 byte');
+      // commander reads --no-* as a negation and names it `progressTimeout`.
+      const npt = opts.progressTimeout ?? opts.noProgressTimeout ?? '300';
+      const noProgressTimeoutMs = parseSeconds('--no-progress-timeout', npt) * 1000;
+      if (output === '-') {
+        if (segments !== undefined && segments > 1) throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
+        if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
+      }
+      const transport = transportOptionsFrom(opts);
+
+      const { downloadFile } = await import('../../client/download.js');
+      const { createReporter } = await import('../output/reporter.js');
+      const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
+      const reporter = createReporter({ ...outOpts, kind: 'download' });
+      const interrupt = onInterrupt();
+      const started = Date.now();
+      try {
+        const result = await downloadFile({
+          url,
+          ...(output !== undefined ? { output } : {}),
+          force: opts.force === true,
+          ...(ranges !== undefined ? { ranges } : {}),
+          ...(segments !== undefined ? { segments: output === '-' ? 1 : segments } : output === '-' ? { segments: 1 } : {}),
+          mirrors,
+          ...(sha256 !== undefined ? { sha256 } : {}),
+          ...(fragmentSize !== undefined ? { fragmentSize } : {}),
+          noProgressTimeoutMs,
+          transport,
+          onEvent: reporter.listener,
+          signal: interrupt.signal,
+        });
+        reporter.finish();
+        printFinal(outOpts, {
+          state: 'complete',
+          kind: 'download',
+          bytes: result.bytes,
+          totalBytes: result.bytes,
+          source: url,
+          destination: result.path,
+          ...(result.sha256 ? { sha256: result.sha256 } : {}),
+          elapsedMs: Date.now() - started,
+        });
+      } finally {
+        reporter.finish();
+        interrupt.dispose();
+      }
+    }),
+  );
 }
