@@ -1,19 +1,32 @@
 /**
  * The one HTTP layer both clients use, over undici. HTTP/1.1 keep-alive with a
- * pool per origin: one connection for an upload (a BITS session may be tied to
- * its TCP connection, and NTLM always is), N for segmented downloads.
+ * small pool of connections per origin: one for an upload (a BITS session may be
+ * tied to its TCP connection, and NTLM always is), N for segmented downloads.
+ *
+ * A request holds one connection (a "lease") from its first byte until its response
+ * body is consumed, across the authentication round trips, so the legs of an NTLM
+ * handshake always share a connection whatever the pool size.
  *
  * Timers follow MC-BUP §3.1.2 / §3.6.2: the request timer covers sending the
- * request (headers and body), the response timer covers waiting for the
- * response headers and each gap in the response body. Expiry raises
- * TimeoutError (ERROR_TIMEOUT); connection failures raise TransportError with
- * the WinINet HRESULT Windows would report.
+ * request body (it restarts whenever the body makes progress, so a rate limit does
+ * not trip it), the response timer covers waiting for the response headers and
+ * each gap in the response body. Expiry raises TimeoutError (ERROR_TIMEOUT) naming
+ * the timer; connection failures raise TransportError with the WinINet HRESULT
+ * Windows would report; TLS failures raise TlsError; 401/407 that the credentials
+ * cannot satisfy raise AuthError (§3.1.5.1.7).
  */
-import { Readable } from 'node:stream';
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
-import { TimeoutError, TlsError, TransportError } from '../errors.js';
-import { HRESULT } from '../protocol/hresult.js';
+import { PassThrough, Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import { Client, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
+import { AuthError, BitsError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
+import { HRESULT, parseHresult } from '../protocol/hresult.js';
 import { VERSION } from '../version.js';
+import { parseChallenges } from './auth/challenge.js';
+import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
+import { Credentials, type CredentialProvider, type CredentialSource } from './credentials.js';
+import { createTunnelConnector, proxyCredentialsFromUrl, resolveProxy, type ProxyAuthState } from './proxy.js';
+import { RateLimiter, ThrottleTransform } from './throttle.js';
+import { describeTlsError, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
 
 export const USER_AGENT = `bits/${VERSION} (+MC-BUP; Node.js)`;
 
@@ -22,12 +35,32 @@ export interface TransportOptions {
   requestTimeoutMs?: number;
   /** §3.1.2.2 upload response timeout: 5 minutes by default. */
   responseTimeoutMs?: number;
+  /** TCP connect (plus proxy tunnel and TLS handshake): 30 s by default. */
   connectTimeoutMs?: number;
   /** Connections per origin (1 for uploads). */
   connections?: number;
   /** Extra headers sent with every request (`--header`). */
   headers?: Record<string, string>;
   userAgent?: string;
+  /** Server credentials, or a provider asked only when a server first answers 401. */
+  credentials?: Credentials | CredentialProvider;
+  /** Where the credentials came from: what a job store may persist (never the password). */
+  credentialSource?: CredentialSource;
+  /** --proxy URL; '' or false = no proxy even if the environment names one; undefined = environment. */
+  proxy?: string | false;
+  /** Proxy credentials (--proxy-user); else user:password in the proxy URL. */
+  proxyCredentials?: Credentials | CredentialProvider;
+  proxyCredentialSource?: CredentialSource;
+  /** Overrides NO_PROXY from the environment. */
+  noProxy?: string;
+  /** --cacert / --cert / --key / --insecure. */
+  tls?: TlsSettings;
+  /** --limit-rate: bytes per second for request and response bodies together; 0/undefined = unlimited. */
+  limitRateBytesPerSec?: number;
+  /** Environment for proxy variables (tests); process.env by default. */
+  env?: NodeJS.ProcessEnv;
+  /** Where warnings go (the --insecure notice); stderr by default. */
+  warn?: (message: string) => void;
 }
 
 export type RequestBody = Buffer | Uint8Array | string | Readable | AsyncIterable<Uint8Array>;
@@ -36,7 +69,12 @@ export interface HttpRequest {
   method: string;
   url: URL;
   headers?: Record<string, string>;
-  body?: RequestBody;
+  /**
+   * The body, or a factory returning a fresh one. Pass a factory for anything that
+   * may have to be sent twice (a fragment answered by 401/407 and re-sent with
+   * credentials): a stream given directly can only be sent once.
+   */
+  body?: RequestBody | (() => RequestBody);
   signal?: AbortSignal;
 }
 
@@ -50,9 +88,115 @@ export interface HttpResponse {
   text(maxBytes?: number): Promise<string>;
 }
 
+type ResolvedOptions = Required<Pick<TransportOptions, 'requestTimeoutMs' | 'responseTimeoutMs' | 'connectTimeoutMs' | 'connections' | 'userAgent'>> & {
+  headers: Record<string, string>;
+};
+
+interface ConnectionState {
+  /** The last TLS-level error the connection's socket reported. */
+  tlsError?: Error;
+  /** Counts connections opened, to tell whether a request got a fresh one. */
+  connects: number;
+}
+
+interface Lease {
+  client: Client;
+  release(): void;
+}
+
+/** N single-connection undici Clients for one origin, leased to one request at a time. */
+class OriginPool {
+  private readonly clients: Client[] = [];
+  private readonly free: Client[] = [];
+  private readonly waiters: Array<(c: Client) => void> = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly create: () => Client,
+  ) {}
+
+  first(): Client {
+    if (this.clients.length === 0) {
+      const c = this.create();
+      this.clients.push(c);
+      this.free.push(c);
+    }
+    return this.clients[0]!;
+  }
+
+  async acquire(signal?: AbortSignal): Promise<Lease> {
+    let client = this.free.shift();
+    if (!client && this.clients.length < this.size) {
+      client = this.create();
+      this.clients.push(client);
+    }
+    if (!client) {
+      signal?.throwIfAborted();
+      client = await new Promise<Client>((resolve, reject) => {
+        const w = (c: Client) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(c);
+        };
+        const onAbort = () => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(signal!.reason);
+        };
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.waiters.push(w);
+      });
+    }
+    let released = false;
+    const c = client;
+    return {
+      client: c,
+      release: () => {
+        if (released) return;
+        released = true;
+        const w = this.waiters.shift();
+        if (w) w(c);
+        else this.free.push(c);
+      },
+    };
+  }
+
+  close(): Promise<unknown> {
+    return Promise.all(this.clients.map((c) => c.close().catch(() => c.destroy())));
+  }
+
+  destroy(): Promise<unknown> {
+    return Promise.all(this.clients.map((c) => c.destroy()));
+  }
+}
+
+function toProvider(c: Credentials | CredentialProvider | undefined): CredentialProvider | undefined {
+  if (!c) return undefined;
+  if (c instanceof Credentials) return () => Promise.resolve(c);
+  let p: Promise<Credentials> | undefined;
+  return () => {
+    p ??= c().catch((e: unknown) => {
+      p = undefined;
+      throw e;
+    });
+    return p;
+  };
+}
+
+function isResendable(body: HttpRequest['body']): boolean {
+  return body === undefined || typeof body === 'function' || typeof body === 'string' || body instanceof Uint8Array;
+}
+
 export class HttpTransport {
-  readonly options: Required<Omit<TransportOptions, 'headers'>> & { headers: Record<string, string> };
-  private readonly pools = new Map<string, Pool>();
+  readonly options: ResolvedOptions;
+  private readonly pools = new Map<string, OriginPool>();
+  /** Basic/Digest sessions that worked, by origin: sent pre-emptively on later requests. */
+  private readonly originAuth = new Map<string, AuthSession>();
+  private readonly proxyAuth = new Map<string, ProxyAuthState>();
+  private readonly connState = new WeakMap<Client, ConnectionState>();
+  private readonly credentials?: CredentialProvider;
+  private readonly proxyCredentials?: CredentialProvider;
+  private readonly limiter?: RateLimiter;
+  private readonly extra: TransportOptions;
   private closed = false;
 
   constructor(options: TransportOptions = {}) {
@@ -64,95 +208,352 @@ export class HttpTransport {
       headers: options.headers ?? {},
       userAgent: options.userAgent ?? USER_AGENT,
     };
+    this.extra = options;
+    this.credentials = toProvider(options.credentials);
+    this.proxyCredentials = toProvider(options.proxyCredentials);
+    if (options.limitRateBytesPerSec && options.limitRateBytesPerSec > 0) this.limiter = new RateLimiter(options.limitRateBytesPerSec);
+    if (options.tls?.insecure) warnInsecureOnce(options.warn ?? ((m) => process.stderr.write(m + '\n')));
   }
 
-  /** The dispatcher for an origin; exposed so callers can reuse it (e.g. fetch). */
-  dispatcherFor(url: URL): Dispatcher {
+  /** The rate limiter shared by every connection of this transport, if --limit-rate is set. */
+  get rateLimiter(): RateLimiter | undefined {
+    return this.limiter;
+  }
+
+  /** The proxy `url` goes through, if any (credentials stripped). */
+  proxyFor(url: URL): URL | undefined {
+    const p = resolveProxy(url, { proxy: this.extra.proxy, noProxy: this.extra.noProxy, env: this.extra.env });
+    if (!p) return undefined;
+    const clean = new URL(p.href);
+    clean.username = '';
+    clean.password = '';
+    return clean;
+  }
+
+  private poolFor(url: URL): OriginPool {
     const origin = url.origin;
     let pool = this.pools.get(origin);
     if (!pool) {
-      pool = new Pool(origin, {
-        connections: this.options.connections,
-        pipelining: 1,
-        connect: { timeout: this.options.connectTimeoutMs },
-        headersTimeout: this.options.responseTimeoutMs,
-        bodyTimeout: this.options.responseTimeoutMs,
-        keepAliveTimeout: 60_000,
-      });
+      const tlsOpts = tlsConnectOptions(this.extra.tls);
+      const proxy = resolveProxy(url, { proxy: this.extra.proxy, noProxy: this.extra.noProxy, env: this.extra.env });
+      let connect: Client.Options['connect'];
+      if (proxy) {
+        const key = proxy.origin;
+        let auth = this.proxyAuth.get(key);
+        if (!auth) {
+          const fromUrl = proxyCredentialsFromUrl(proxy);
+          auth = { credentials: this.proxyCredentials ?? (fromUrl ? () => Promise.resolve(fromUrl) : undefined) };
+          this.proxyAuth.set(key, auth);
+        }
+        const proxyUrl = new URL(proxy.href);
+        proxyUrl.username = '';
+        proxyUrl.password = '';
+        connect = createTunnelConnector({
+          proxy: proxyUrl,
+          targetTls: tlsOpts,
+          proxyTls: tlsOpts,
+          connectTimeoutMs: this.options.connectTimeoutMs,
+          userAgent: this.options.userAgent,
+          auth,
+        });
+      } else {
+        connect = buildConnector({ ...(tlsOpts as buildConnector.BuildOptions), timeout: this.options.connectTimeoutMs });
+      }
+      const base = withBitsPostContentLength(connect);
+      const create = () => {
+        // TLS 1.3 servers refuse a missing client certificate with an alert after the
+        // handshake; undici then only reports "other side closed". Keep the socket's own
+        // TLS error so the user learns what really happened.
+        const seen: ConnectionState = { connects: 0 };
+        const client = new Client(origin, {
+          pipelining: 1,
+          connect: (opts, cb) => {
+            seen.tlsError = undefined;
+            seen.connects++;
+            base(opts, (err, socket) => {
+              socket?.on('error', (e: NodeJS.ErrnoException) => {
+                if (typeof e.code === 'string' && /SSL|TLS|CERT/.test(e.code)) seen.tlsError = e;
+              });
+              if (err) cb(err, null);
+              else cb(null, socket!);
+            });
+          },
+          // Our own timers cover headers (see send()); undici's body timer covers gaps in the body.
+          headersTimeout: 0,
+          bodyTimeout: this.options.responseTimeoutMs,
+          keepAliveTimeout: 60_000,
+          keepAliveMaxTimeout: 10 * 60_000,
+        });
+        this.connState.set(client, seen);
+        return client;
+      };
+      pool = new OriginPool(Math.max(1, this.options.connections), create);
       this.pools.set(origin, pool);
     }
     return pool;
   }
 
+  /**
+   * The dispatcher for an origin, so callers can reuse it (e.g. fetch). It is the
+   * origin's first connection: with the default single connection, the very one
+   * `request()` uses.
+   */
+  dispatcherFor(url: URL): Dispatcher {
+    return this.poolFor(url).first();
+  }
+
   async request(req: HttpRequest): Promise<HttpResponse> {
     if (this.closed) throw new TransportError('transport is closed');
-    const headers: Record<string, string> = {
-      'user-agent': this.options.userAgent,
-      ...lowerKeys(this.options.headers),
-      ...lowerKeys(req.headers ?? {}),
-    };
-    const dispatcher = this.dispatcherFor(req.url);
-    // §3.1.2.1: the request timer runs until the request is sent; we approximate
-    // "sent" by "response headers received minus the response timer", i.e. the
-    // abort fires if sending plus waiting exceeds both timers together.
+    if (req.url.username || req.url.password) {
+      // The URL ends up in job stores and messages: a password in it would leak.
+      throw new UsageError('credentials in the URL are not accepted: use --user NAME (password prompted) or BITS_USER/BITS_PASSWORD');
+    }
+    const lease = await this.poolFor(req.url).acquire(req.signal);
+    try {
+      return await this.requestWithAuth(lease, req);
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+  }
+
+  private authError(status: number, req: HttpRequest, res: Dispatcher.ResponseData, message: string): AuthError {
+    const h = res.headers['bits-error'];
+    const bitsError = typeof h === 'string' ? parseHresult(h) : undefined;
+    return new AuthError(
+      { httpStatus: status, request: req.headers?.['BITS-Packet-Type'] ?? req.method, url: `${req.url.origin}${req.url.pathname}`, bitsError: bitsError ?? undefined },
+      message,
+    );
+  }
+
+  private async requestWithAuth(lease: Lease, req: HttpRequest): Promise<HttpResponse> {
+    const origin = req.url.origin;
+    const info = { method: req.method, uri: req.url.pathname + req.url.search };
+    let session = this.originAuth.get(origin);
+    let fromMemory = session !== undefined;
+    const tried = new Set<string>();
+    let firstBodyUsed = false;
+    const where = req.url.host;
+    for (let round = 0; round < 10; round++) {
+      const headers: Record<string, string> = {
+        'user-agent': this.options.userAgent,
+        ...lowerKeys(this.options.headers),
+        ...lowerKeys(req.headers ?? {}),
+      };
+      if (session) headers['authorization'] = session.authorization(info);
+      let body: RequestBody | undefined;
+      if (typeof req.body === 'function') body = req.body();
+      else {
+        body = req.body;
+        firstBodyUsed = true;
+      }
+      const { res, finish } = await this.send(lease.client, req, headers, body);
+      if (res.statusCode !== 401) {
+        if (session?.preemptive) this.originAuth.set(origin, session);
+        return this.wrapResponse(res, req, lease, finish);
+      }
+      // 401: RFC 7235 + §3.1.5.1.7.
+      const challenges = parseChallenges(headerValue(res.headers['www-authenticate']));
+      let next = session ? session.onChallenge(challenges) : 'unsupported';
+      if (fromMemory && next === 'rejected' && !challenges.some((c) => c.scheme.toLowerCase() === session!.scheme.toLowerCase())) next = 'unsupported';
+      if (fromMemory && next !== 'continue') this.originAuth.delete(origin);
+      const fail = async (message: string): Promise<never> => {
+        const err = this.authError(401, req, res, message);
+        await dump(res);
+        finish();
+        throw err;
+      };
+      if (next === 'rejected') await fail(`${where} rejected the credentials for ${this.userLabel()} (HTTP 401, ${session!.scheme})`);
+      if (next === 'unsupported') {
+        if (!this.credentials) await fail(`${where} requires authentication (HTTP 401, offers ${offeredSchemes(challenges)}): give --user NAME or set BITS_USER`);
+        let creds: Credentials;
+        try {
+          creds = await this.credentials!();
+        } catch (e) {
+          await dump(res);
+          finish();
+          throw e;
+        }
+        session = chooseSession(challenges, creds, tried);
+        fromMemory = false;
+        if (!session) await fail(`${where} offers no authentication scheme bits supports (HTTP 401, offers ${offeredSchemes(challenges)})`);
+        tried.add(session!.scheme.toLowerCase());
+      }
+      if (firstBodyUsed && !isResendable(req.body)) {
+        await fail(`${where} asked for authentication (HTTP 401) but the request body was a stream that cannot be sent again`);
+      }
+      if (session!.connectionBound && /\bclose\b/i.test(headerValue(res.headers['connection']) ?? '')) {
+        await fail(`${where} closed the connection during the ${session!.scheme} handshake, which needs one connection`);
+      }
+      await dump(res);
+      finish();
+    }
+    throw new AuthError({ httpStatus: 401, request: req.method, url: `${req.url.origin}${req.url.pathname}` }, `${where}: authentication did not complete`);
+  }
+
+  private userLabel(): string {
+    const s = this.extra.credentialSource;
+    return s ? `user ${JSON.stringify(s.user)}` : 'the user given';
+  }
+
+  /** One HTTP exchange up to the response headers, with the request and response timers. */
+  private async send(
+    client: Client,
+    req: HttpRequest,
+    headers: Record<string, string>,
+    body: RequestBody | undefined,
+  ): Promise<{ res: Dispatcher.ResponseData; finish: () => void; ac: AbortController }> {
     const ac = new AbortController();
     const onAbort = () => ac.abort(req.signal?.reason);
+    if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new TransportError('aborted');
     req.signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(
-      () => ac.abort(new TimeoutError(`no response within ${Math.round((this.options.requestTimeoutMs + this.options.responseTimeoutMs) / 1000)} s`, 'request')),
-      this.options.requestTimeoutMs + this.options.responseTimeoutMs,
-    );
+    const o = this.options;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (which: 'request' | 'response') => {
+      clearTimeout(timer);
+      const ms = which === 'request' ? o.requestTimeoutMs : o.responseTimeoutMs;
+      timer = setTimeout(
+        () =>
+          ac.abort(
+            new TimeoutError(
+              which === 'request'
+                ? `sending the request to ${req.url.host} made no progress for ${Math.round(ms / 1000)} s (request timeout)`
+                : `no response from ${req.url.host} within ${Math.round(ms / 1000)} s (response timeout)`,
+              which,
+            ),
+          ),
+        ms,
+      );
+    };
+    const finish = () => {
+      clearTimeout(timer);
+      req.signal?.removeEventListener('abort', onAbort);
+    };
+    let dispatchBody: Dispatcher.DispatchOptions['body'] = undefined;
+    if (body === undefined || (body instanceof Uint8Array && body.length === 0) || body === '') {
+      if (body !== undefined) dispatchBody = typeof body === 'string' ? body : Buffer.from(body as Uint8Array);
+      arm('response');
+    } else {
+      if (headers['content-length'] === undefined && (typeof body === 'string' || body instanceof Uint8Array)) {
+        headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.length);
+      }
+      arm('request');
+      dispatchBody = Readable.from(this.paceBody(body, ac.signal, () => arm('request'), () => arm('response')), { objectMode: false });
+    }
+    const connectsBefore = this.connState.get(client)?.connects ?? 0;
     try {
-      const res = await dispatcher.request({
-        origin: req.url.origin,
+      const res = await client.request({
         path: req.url.pathname + req.url.search,
         method: req.method as Dispatcher.HttpMethod,
         headers,
-        body: req.body as Dispatcher.DispatchOptions['body'],
+        body: dispatchBody,
         signal: ac.signal,
+        // undici closes the connection after a body sent with a method it does not know
+        // as a payload method (BITS_POST); an upload wants its one keep-alive connection.
+        reset: false,
       });
-      const h: Record<string, string> = {};
-      for (const [k, v] of Object.entries(res.headers)) {
-        if (v === undefined) continue;
-        h[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : String(v);
-      }
-      const body = res.body as unknown as Readable;
-      return {
-        status: res.statusCode,
-        headers: h,
-        body,
-        discard: async () => {
-          try {
-            await res.body.dump({ limit: 64 * 1024 });
-          } catch {
-            /* the connection is dropped instead of reused: harmless */
-          }
-        },
-        text: async (maxBytes = 1024 * 1024) => {
-          const chunks: Buffer[] = [];
-          let n = 0;
-          for await (const c of body) {
-            n += (c as Buffer).length;
-            if (n > maxBytes) {
-              body.destroy();
-              break;
-            }
-            chunks.push(c as Buffer);
-          }
-          return Buffer.concat(chunks).toString('utf8');
-        },
-      };
-    } catch (err) {
-      throw mapTransportError(err, req.url, ac.signal.reason);
-    } finally {
       clearTimeout(timer);
-      req.signal?.removeEventListener('abort', onAbort);
+      return { res, finish, ac };
+    } catch (err) {
+      finish();
+      const state = this.connState.get(client);
+      const code = (err as { code?: string })?.code;
+      if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') {
+        if (state?.tlsError) throw mapTransportError(state.tlsError, req.url);
+        // A server refusing our client certificate under TLS 1.3 often just closes the
+        // connection after the handshake: no alert reaches us, only the close.
+        if (state && state.connects !== connectsBefore && req.url.protocol === 'https:' && this.extra.tls?.cert) {
+          throw new TlsError(`TLS to ${req.url.host} failed: the server closed the connection right after the handshake; it probably rejected the client certificate (--cert)`, { cause: err });
+        }
+      }
+      throw mapTransportError(err, req.url, ac.signal.reason);
     }
+  }
+
+  /** The body as paced slices, reporting progress (request timer) and completion (response timer). */
+  private async *paceBody(body: RequestBody, signal: AbortSignal, progress: () => void, sent: () => void): AsyncGenerator<Uint8Array> {
+    const source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array> =
+      typeof body === 'string' ? [Buffer.from(body)] : body instanceof Uint8Array ? [body] : (body as AsyncIterable<Uint8Array>);
+    const max = 64 * 1024;
+    for await (const c of source) {
+      const chunk = typeof c === 'string' ? Buffer.from(c) : c;
+      if (this.limiter) {
+        for await (const slice of this.limiter.pace(chunk, signal)) {
+          yield slice;
+          progress();
+        }
+      } else {
+        for (let off = 0; off < chunk.length; off += max) {
+          yield chunk.subarray(off, Math.min(chunk.length, off + max));
+          progress();
+        }
+      }
+    }
+    sent();
+  }
+
+  private wrapResponse(res: Dispatcher.ResponseData, req: HttpRequest, lease: Lease, finish: () => void): HttpResponse {
+    const h: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (v === undefined) continue;
+      h[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : String(v);
+    }
+    const raw = res.body;
+    let done = false;
+    const end = () => {
+      if (done) return;
+      done = true;
+      finish();
+      lease.release();
+    };
+    raw.once('close', end);
+    let out: Readable | undefined;
+    const limiter = this.limiter;
+    const getBody = (): Readable => {
+      if (!out) {
+        const o: Readable = limiter ? new ThrottleTransform(limiter) : new PassThrough();
+        out = o;
+        raw.on('error', (e) => o.destroy(mapTransportError(e, req.url)));
+        o.on('close', () => {
+          if (!raw.readableEnded) raw.destroy();
+        });
+        raw.pipe(o as PassThrough);
+      }
+      return out;
+    };
+    return {
+      status: res.statusCode,
+      headers: h,
+      get body() {
+        return getBody();
+      },
+      discard: async () => {
+        if (out) {
+          out.destroy();
+          return;
+        }
+        await dump(res);
+      },
+      text: async (maxBytes = 1024 * 1024) => {
+        const body = getBody();
+        const chunks: Buffer[] = [];
+        let n = 0;
+        for await (const c of body) {
+          n += (c as Buffer).length;
+          if (n > maxBytes) {
+            body.destroy();
+            break;
+          }
+          chunks.push(c as Buffer);
+        }
+        return Buffer.concat(chunks).toString('utf8');
+      },
+    };
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => p.destroy())));
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
     this.pools.clear();
   }
 
@@ -163,6 +564,18 @@ export class HttpTransport {
   }
 }
 
+async function dump(res: Dispatcher.ResponseData): Promise<void> {
+  try {
+    await res.body.dump({ limit: 64 * 1024 });
+  } catch {
+    /* the connection is dropped instead of reused: harmless */
+  }
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
 function lowerKeys(h: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(h)) out[k.toLowerCase()] = v;
@@ -171,15 +584,19 @@ function lowerKeys(h: Record<string, string>): Record<string, string> {
 
 /** Maps undici/Node errors to typed errors carrying the HRESULT Windows would show. */
 export function mapTransportError(err: unknown, url: URL, abortReason?: unknown): Error {
-  if (abortReason instanceof TimeoutError) return abortReason;
-  if (err instanceof TimeoutError || err instanceof TransportError || err instanceof TlsError) return err;
-  const e = err as { code?: string; message?: string; name?: string; cause?: { code?: string; message?: string } };
+  if (abortReason instanceof BitsError) return abortReason;
+  if (err instanceof BitsError) return err;
+  const e = err as { code?: string; message?: string; name?: string; path?: string; syscall?: string; cause?: { code?: string; message?: string } };
   const code = e?.code ?? e?.cause?.code;
   const where = url.host;
   if (err instanceof undiciErrors.HeadersTimeoutError) return new TimeoutError(`no response headers from ${where} within the response timeout`, 'response', { cause: err });
   if (err instanceof undiciErrors.BodyTimeoutError) return new TimeoutError(`response body from ${where} stalled past the response timeout`, 'response', { cause: err });
   if (err instanceof undiciErrors.ConnectTimeoutError) return new TimeoutError(`could not connect to ${where}: connect timeout`, 'connect', { cause: err });
   if (e?.name === 'AbortError' && abortReason !== undefined) return abortReason instanceof Error ? abortReason : new TransportError(String(abortReason));
+  // A local file failing while it is read as a request body is the file's fault, not the network's.
+  if (typeof e?.path === 'string' && e.syscall !== 'connect') return toBitsError(err);
+  const tlsErr = describeTlsError(err, where);
+  if (tlsErr) return tlsErr;
   switch (code) {
     case 'ECONNREFUSED':
       return new TransportError(`could not connect to ${where}: connection refused`, { cause: err, hresult: HRESULT.ERROR_INTERNET_CANNOT_CONNECT });
@@ -197,8 +614,34 @@ export function mapTransportError(err: unknown, url: URL, abortReason?: unknown)
     case 'ENETUNREACH':
       return new TransportError(`host ${where} is unreachable`, { cause: err, hresult: HRESULT.ERROR_INTERNET_CANNOT_CONNECT });
   }
-  if (typeof code === 'string' && /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-    return new TlsError(`TLS error talking to ${where}: ${e.message ?? code}`, { cause: err });
-  }
+  if (err instanceof TlsError) return err;
   return new TransportError(`transfer to ${where} failed: ${e?.message ?? String(err)}`, { cause: err });
+}
+
+/**
+ * undici never writes `Content-Length: 0` for a bodiless request whose method it does
+ * not know as a payload method (RFC 7230 §3.3.2 "SHOULD NOT"), but MC-BUP §2.2.1.1 says
+ * every BITS_POST MUST carry Content-Length, and IIS and `bits serve` refuse it without
+ * (§3.2.5.2.3, §6 note 23). So the connector adds it to such request heads.
+ * (Added by the upload-client helper.)
+ */
+function withBitsPostContentLength(connect: Client.Options['connect']): buildConnector.connector {
+  const base: buildConnector.connector =
+    typeof connect === 'function' ? (connect as buildConnector.connector) : buildConnector((connect ?? {}) as buildConnector.BuildOptions);
+  return (opts, callback) =>
+    base(opts, (err, socket) => {
+      if (err || !socket) return callback(err ?? new Error('no socket'), null);
+      addBitsPostContentLength(socket as Socket);
+      callback(null, socket);
+    });
+}
+
+export function addBitsPostContentLength(socket: Socket): void {
+  const write = socket.write;
+  socket.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+    if (typeof chunk === 'string' && chunk.startsWith('BITS_POST ') && chunk.endsWith('\r\n\r\n') && !/\r\ncontent-length:/i.test(chunk)) {
+      chunk = chunk.slice(0, -2) + 'content-length: 0\r\n\r\n';
+    }
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as Socket['write'];
 }

@@ -1,0 +1,177 @@
+/**
+ * Credentials for server and proxy authentication. The secret lives only in memory:
+ * what can be stored (job store, --json, logs) is a CredentialSource — where the
+ * password came from and the user name — and `resolveCredentials` asks for the
+ * password again when a job resumes. Every password seen is registered so that
+ * `redactSecrets` can scrub it from any message before it is printed.
+ */
+import { inspect } from 'node:util';
+import { InterruptedError, UsageError } from '../errors.js';
+
+export interface CredentialSource {
+  /** flag: `--user name:password`; env: BITS_USER/BITS_PASSWORD; prompt: asked on the terminal. */
+  kind: 'flag' | 'env' | 'prompt';
+  /** May carry a domain: `DOMAIN\user`. */
+  user: string;
+}
+
+const secrets = new Set<string>();
+
+/** Remembers a secret so that redactSecrets() removes it from messages. */
+export function registerSecret(secret: string): void {
+  if (secret.length > 0) secrets.add(secret);
+}
+
+/**
+ * Removes every registered secret and every `user:password@` URL userinfo from a
+ * text. Very short passwords (under 3 characters) are not searched for, since that
+ * would mangle ordinary words; they are still never put into a message by us.
+ */
+export function redactSecrets(text: string): string {
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/[^/\s:@]*):[^@\s/]*@/gi, '$1:***@');
+  for (const s of secrets) {
+    if (s.length >= 3) out = out.split(s).join('***');
+  }
+  return out;
+}
+
+/** The URL without user:password, for messages and storage. */
+export function stripUrlCredentials(url: string | URL): string {
+  try {
+    const u = new URL(String(url));
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return redactSecrets(String(url));
+  }
+}
+
+export class Credentials {
+  readonly user: string;
+  readonly #password: string;
+
+  constructor(user: string, password: string) {
+    this.user = user;
+    this.#password = password;
+    registerSecret(password);
+  }
+
+  get password(): string {
+    return this.#password;
+  }
+
+  /** Never the password: these objects end up in logs by accident. */
+  toJSON(): { user: string } {
+    return { user: this.user };
+  }
+
+  toString(): string {
+    return `Credentials(${this.user})`;
+  }
+
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+/** Asked when a server or proxy first challenges; memoised, so asked at most once per run. */
+export type CredentialProvider = () => Promise<Credentials>;
+
+/** `name[:password]` as given to --user / --proxy-user (split at the first colon, like curl). */
+export function parseUserOption(value: string, flag = '--user'): { user: string; password?: string } {
+  const i = value.indexOf(':');
+  const user = i < 0 ? value : value.slice(0, i);
+  if (!user) throw new UsageError(`${flag} needs a user name (${flag} NAME[:PASSWORD])`);
+  if (i < 0) return { user };
+  const password = value.slice(i + 1);
+  registerSecret(password);
+  return { user, password };
+}
+
+export interface PromptIO {
+  input?: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (on: boolean) => unknown };
+  output?: NodeJS.WritableStream;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Reads a password from the terminal without echo (raw mode, so no line discipline
+ * echoes it). Ctrl-C interrupts; Backspace edits.
+ */
+export function promptPassword(prompt: string, io: PromptIO = {}): Promise<string> {
+  const input = io.input ?? process.stdin;
+  const output = io.output ?? process.stderr;
+  if (!input.isTTY || typeof input.setRawMode !== 'function') {
+    return Promise.reject(new UsageError('a password is needed but there is no terminal to ask on: give it with --user NAME:PASSWORD or BITS_PASSWORD'));
+  }
+  return new Promise<string>((resolve, reject) => {
+    let pw = '';
+    const done = (err?: Error) => {
+      input.removeListener('data', onData);
+      input.setRawMode!(false);
+      input.pause();
+      output.write('\n');
+      if (err) reject(err);
+      else resolve(pw);
+    };
+    const onData = (chunk: Buffer | string) => {
+      for (const ch of String(chunk)) {
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return done();
+        if (ch === '\u0003') return done(new InterruptedError('password prompt interrupted'));
+        if (ch === '\u007f' || ch === '\b') pw = pw.slice(0, -1);
+        else if (ch >= ' ') pw += ch;
+      }
+    };
+    output.write(prompt);
+    input.setRawMode!(true);
+    input.on('data', onData);
+    input.resume();
+  });
+}
+
+/**
+ * The password for a stored source: for `flag` and `prompt`, BITS_PASSWORD if set
+ * (a resumed job has no command-line password any more), else asked on the terminal;
+ * for `env`, BITS_PASSWORD, else asked. No terminal and no password -> UsageError.
+ */
+export async function resolveCredentials(source: CredentialSource, io: PromptIO & { password?: string; what?: string } = {}): Promise<Credentials> {
+  const env = io.env ?? process.env;
+  if (io.password !== undefined) return new Credentials(source.user, io.password);
+  const fromEnv = env['BITS_PASSWORD'];
+  if (fromEnv !== undefined && fromEnv !== '') return new Credentials(source.user, fromEnv);
+  const pw = await promptPassword(`${io.what ?? 'Password'} for ${source.user}: `, io);
+  return new Credentials(source.user, pw);
+}
+
+/** Memoised lazy provider: nothing is asked unless a server actually challenges. */
+export function credentialProvider(source: CredentialSource, io: PromptIO & { password?: string; what?: string } = {}): CredentialProvider {
+  let p: Promise<Credentials> | undefined;
+  return () => {
+    p ??= resolveCredentials(source, io).catch((e: unknown) => {
+      p = undefined;
+      throw e;
+    });
+    return p;
+  };
+}
+
+/**
+ * Where the server credentials come from: --user wins over BITS_USER. The returned
+ * password (if any) is for this run only; persist `source` alone.
+ */
+export function credentialSourceFrom(userOption: string | undefined, env: NodeJS.ProcessEnv = process.env): { source: CredentialSource; password?: string } | undefined {
+  if (userOption !== undefined) {
+    const { user, password } = parseUserOption(userOption);
+    if (password !== undefined) return { source: { kind: 'flag', user }, password };
+    if (env['BITS_PASSWORD']) return { source: { kind: 'env', user }, password: env['BITS_PASSWORD'] };
+    return { source: { kind: 'prompt', user } };
+  }
+  const user = env['BITS_USER'];
+  if (user) {
+    const password = env['BITS_PASSWORD'];
+    if (password) registerSecret(password);
+    return { source: { kind: password ? 'env' : 'prompt', user }, password: password || undefined };
+  }
+  return undefined;
+}
