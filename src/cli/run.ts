@@ -4,9 +4,30 @@
  * the Ctrl-C contract shared by every transferring command.
  */
 import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
-import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+import { redactSecrets } from '../transport/credentials.js';
+import { currentJob, finalEmitted, logLine, printFinal as printFinalUnredacted, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
-export { printFinal, currentJob, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+export { currentJob, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+
+/** Every string inside, with registered passwords and URL userinfo scrubbed (redactSecrets). */
+function redactDeep<T>(v: T): T {
+  if (typeof v === 'string') return redactSecrets(v) as T;
+  if (Array.isArray(v)) return v.map(redactDeep) as T;
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactDeep(x)])) as T;
+  return v;
+}
+
+/**
+ * The outcome line and JSON object (see output/final.ts), with passwords scrubbed from
+ * the error and the message: an error can quote what a server or a URL carried.
+ */
+export function printFinal(opts: OutputOptions, r: FinalResult): boolean {
+  return printFinalUnredacted(opts, {
+    ...r,
+    ...(r.error ? { error: redactDeep(r.error) } : {}),
+    ...(r.message !== undefined ? { message: redactSecrets(r.message) } : {}),
+  });
+}
 
 export interface RunOptions {
   json?: boolean;
@@ -20,7 +41,7 @@ export async function runAction(opts: RunOptions, fn: () => Promise<number | voi
   } catch (err) {
     const e = toBitsError(err);
     printError(opts, e);
-    if (e.exitCode === ExitCode.INTERNAL && process.env.BITS_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? err}\n`);
+    if (e.exitCode === ExitCode.INTERNAL && process.env.BITS_DEBUG) process.stderr.write(redactSecrets(`${(err as Error)?.stack ?? err}\n`));
     process.exitCode = e.exitCode;
   } finally {
     stopAllDisplays();
@@ -66,6 +87,14 @@ export interface InterruptOptions {
   /** A second signal within this window exits at once; default 2000 ms. */
   forceWindowMs?: number;
   stderr?: NodeJS.WritableStream;
+  /**
+   * Replaces "a second signal within the window exits at once": a command that
+   * gives the second Ctrl-C a meaning (cancel the job) handles it here; a third
+   * signal still exits at once.
+   */
+  onSecond?: (signal: NodeJS.Signals) => void;
+  /** What the first signal's line tells the user a second one does; default "press Ctrl-C again to quit at once". */
+  secondHint?: string;
 }
 
 const FORCE_WINDOW_MS = 2000;
@@ -83,6 +112,7 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
   const windowMs = opts.forceWindowMs ?? FORCE_WINDOW_MS;
   const stderr = opts.stderr ?? process.stderr;
   let last = 0;
+  let secondCalled = false;
 
   const onSignal = (sig: NodeJS.Signals) => {
     const now = Date.now();
@@ -90,7 +120,7 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
       last = now;
       // On a terminal the ^C echo leaves the cursor mid-line.
       const nl = (stderr as { isTTY?: boolean }).isTTY ? '\n' : '';
-      logLine(`${nl}bits: ${sig === 'SIGINT' ? 'interrupted' : `got ${sig}`}; suspending (press Ctrl-C again to quit at once)\n`, stderr);
+      logLine(`${nl}bits: ${sig === 'SIGINT' ? 'interrupted' : `got ${sig}`}; suspending (${opts.secondHint ?? 'press Ctrl-C again to quit at once'})\n`, stderr);
       ac.abort(new InterruptedError(sig === 'SIGINT' ? 'interrupted' : `interrupted by ${sig}`));
       try {
         handler?.(sig);
@@ -99,7 +129,17 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
       }
       return;
     }
-    if (now - last <= windowMs) {
+    if (opts.onSecond && !secondCalled && now - last <= windowMs) {
+      secondCalled = true;
+      last = now;
+      try {
+        opts.onSecond(sig);
+      } catch {
+        // as for the first handler: never turn Ctrl-C into a crash
+      }
+      return;
+    }
+    if (now - last <= windowMs || secondCalled) {
       stopAllDisplays();
       const id = currentJob().jobId;
       stderr.write(`bits: interrupted again; exiting now${id ? ` (the job may need: bits resume ${id})` : ''}\n`);

@@ -46,9 +46,9 @@ export type JobOptions = {
 };
 
 /**
- * Upload checkpoint [MC-BUP]: opaque to the store beyond being a JSON object;
- * the upload client owns its meaning. The named keys are the ones the job
- * issue asks for; the upload helper narrows this type in wave 2.
+ * Upload checkpoint [MC-BUP] as stored: the upload client's UploadCheckpoint
+ * (src/client/upload.ts) under the names `bits status` shows, null fields
+ * omitted; src/jobs/runner.ts converts both ways.
  */
 export type UploadCheckpoint = {
   /** Size and mtime of the local source when the session was created (detects BG_E_LOCAL_FILE_CHANGED). */
@@ -65,6 +65,10 @@ export type UploadCheckpoint = {
   /** Upload-reply jobs: BITS-Reply-URL and the local file the reply goes to. */
   replyUrl?: string;
   replyFile?: string;
+  /** Content-Name sent with CREATE-SESSION (and every FRAGMENT); a resumed session must send the same. */
+  contentName?: string;
+  /** BITS-Host-Id-Fallback-Timeout in seconds (0xFFFFFFFF = infinite). */
+  hostIdFallbackTimeout?: number;
   [key: string]: JsonValue | undefined;
 };
 
@@ -253,6 +257,7 @@ export function validateJob(v: unknown, where = 'job'): Job {
     checkFields(`${where} upload`, v.upload as Record<string, unknown>, {
       sourceSize: nonNegInt, sourceMtimeMs: num, sessionId: str, hostId: str, hostIdFallbackDeadlineMs: num,
       confirmedOffset: nonNegInt, fragmentSize: nonNegInt, replyUrl: str, replyFile: str,
+      contentName: str, hostIdFallbackTimeout: nonNegInt,
     }, []);
   }
   if (v.download !== undefined) {

@@ -83,20 +83,55 @@ Examples:
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
       const transport = transportOptionsFrom(opts);
+      const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
 
+      if (output !== '-') {
+        // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
+        const { openJobStore } = await import('../../store/index.js');
+        const { createDownloadJob, executeJob } = await import('../../jobs/runner.js');
+        const store = await openJobStore();
+        const { job, droppedHeaders } = await createDownloadJob(
+          store,
+          {
+            url,
+            ...(output !== undefined ? { output } : {}),
+            cwd: process.cwd(),
+            force: opts.force === true,
+            ...(ranges !== undefined ? { ranges } : {}),
+            ...(segments !== undefined ? { segments } : {}),
+            mirrors,
+            ...(sha256 !== undefined ? { sha256 } : {}),
+            ...(fragmentSize !== undefined ? { fragmentSize } : {}),
+            noProgressTimeoutMs,
+            flags: opts,
+          },
+          transport,
+        );
+        await executeJob(store, job, {
+          ...outOpts,
+          transport,
+          beforeStart: (reporter) => {
+            for (const h of droppedHeaders) {
+              reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; bits resume will send the requests without it` });
+            }
+          },
+        });
+        return;
+      }
+
+      // -o -: bytes go to stdout in order and cannot be taken back, so there is nothing to resume: no job.
       const { downloadFile } = await import('../../client/download.js');
       const { createReporter } = await import('../output/reporter.js');
-      const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
       const reporter = createReporter({ ...outOpts, kind: 'download' });
       const interrupt = onInterrupt();
       const started = Date.now();
       try {
         const result = await downloadFile({
           url,
-          ...(output !== undefined ? { output } : {}),
+          output,
           force: opts.force === true,
           ...(ranges !== undefined ? { ranges } : {}),
-          ...(segments !== undefined ? { segments: output === '-' ? 1 : segments } : output === '-' ? { segments: 1 } : {}),
+          segments: 1,
           mirrors,
           ...(sha256 !== undefined ? { sha256 } : {}),
           ...(fragmentSize !== undefined ? { fragmentSize } : {}),
