@@ -1,4 +1,12 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { defineConfig } from 'vitest/config';
+
+// Every test (and every `bits` child process, which inherits the environment) gets a
+// throwaway job store and user config unless a test sets its own: the suite must never
+// read or write the developer's real ~/.config/bits.
+const home = process.env.BITS_TEST_HOME ?? mkdtempSync(path.join(tmpdir(), 'bits-test-home-'));
 
 export default defineConfig({
   test: {
@@ -7,6 +15,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Integration tests bind loopback ports and spawn `bits` processes; two cores, so keep it modest.
     maxWorkers: 2,
-    reporters: process.env.CI ? ['default'] : ['default'],
+    env: { BITS_HOME: home },
   },
 });
