@@ -39,6 +39,42 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/**
+ * `--no-progress-timeout <seconds>`. commander reads any `--no-*` flag as the
+ * negation of `--*` (a boolean `progressTimeout`, true by default, with the
+ * seconds lost); this is a plain option whose name happens to start with "no-".
+ */
+export function noProgressTimeoutOption(description: string): Option {
+  const opt = new Option('--no-progress-timeout <seconds>', `${description} (default: config no-progress-timeout, else 300)`);
+  opt.negate = false;
+  return opt;
+}
+
+/** What resolveCommandOption needs of a commander Command. */
+interface OptionSource {
+  getOptionValue(name: string): unknown;
+  getOptionValueSource(name: string): string | undefined;
+}
+
+/**
+ * Fills the transport flags a user did not give from `bits config`
+ * (flags > config > built-in defaults), so `bits config set limit-rate 1M`
+ * applies to every transfer. The result is what a job stores, so a resumed job
+ * keeps the settings it started with.
+ */
+export async function withConfigDefaults(cmd: OptionSource, opts: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const { resolveCommandOption, resolveOption } = await import('./user-config.js');
+  const out = { ...opts };
+  out.requestTimeout = await resolveCommandOption(cmd, 'requestTimeout', 'request-timeout', 120);
+  out.responseTimeout = await resolveCommandOption(cmd, 'responseTimeout', 'response-timeout', 300);
+  out.limitRate = await resolveCommandOption(cmd, 'limitRate', 'limit-rate', 0);
+  if (cmd.getOptionValueSource('proxy') === undefined) {
+    const proxy = await resolveOption(undefined, 'proxy', '');
+    if (proxy) out.proxy = proxy;
+  }
+  return out;
+}
+
 export function parseSeconds(name: string, v: unknown): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name} must be a positive number of seconds, got ${JSON.stringify(v)}`);

@@ -14,7 +14,6 @@ import { parseRate, parseSize } from './format.js';
 export interface ConfigValues {
   'fragment-size': number;
   'limit-rate': number;
-  retries: number;
   'no-progress-timeout': number;
   'request-timeout': number;
   'response-timeout': number;
@@ -93,12 +92,6 @@ export const CONFIG_KEYS: { [K in ConfigKey]: KeySpec<K> } = {
     expected: 'a rate such as 10M, 500KiB/s, or 0 for unlimited',
     normalize: (t) => (rateValue(t) === undefined ? undefined : rateValue(t) === 0 ? 0 : t.trim()),
     parse: rateValue,
-  },
-  retries: {
-    description: 'retries of a failed request before the job is suspended',
-    expected: 'a whole number from 0 to 1000',
-    normalize: (t) => intIn(0, 1000)(t),
-    parse: intIn(0, 1000),
   },
   'no-progress-timeout': seconds('give up (resumably) when no byte moves for this long'),
   'request-timeout': seconds('time allowed to send each request', 120),

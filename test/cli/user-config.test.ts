@@ -72,7 +72,6 @@ describe('validation', () => {
     ['fragment-size', '0'],
     ['fragment-size', 'big'],
     ['limit-rate', '-5'],
-    ['retries', '1.5'],
     ['no-progress-timeout', '0'],
     ['request-timeout', 'soon'],
     ['proxy', 'not a url'],
@@ -86,7 +85,6 @@ describe('validation', () => {
   test.each([
     ['limit-rate', '0', 0],
     ['limit-rate', '5M', '5M'],
-    ['retries', '0', 0],
     ['proxy', 'http://127.0.0.1:3128', 'http://127.0.0.1:3128'],
     ['serve.host', '::1', '::1'],
     ['serve.root', '/srv/bits', path.resolve('/srv/bits')],

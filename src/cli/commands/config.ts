@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       `
-Keys: fragment-size, limit-rate, retries, no-progress-timeout, request-timeout,
+Keys: fragment-size, limit-rate, no-progress-timeout, request-timeout,
       response-timeout, proxy, serve.port, serve.root, serve.host
 Options given on the command line win over these; these win over built-in defaults.
 Stored in $BITS_HOME/config.json when BITS_HOME is set (see: bits config path).

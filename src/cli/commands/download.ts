@@ -5,7 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
-import { addTransportOptions, parseSeconds, transportOptionsFrom } from '../transport-options.js';
+import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
@@ -38,7 +38,7 @@ export function register(program: Command): void {
     .addOption(new Option('--mirror <url>', 'another URL serving the same content (repeatable); checked with HEAD').argParser(collect).default([]))
     .option('--sha256 <hex>', 'verify the result; on a mismatch nothing is written to the output')
     .option('--fragment-size <size>', 'most bytes per GET, e.g. 8M (default: the whole remaining range in one GET, checkpointed every 4 MiB)')
-    .addOption(new Option('--no-progress-timeout <seconds>', 'give up (resumably) after this long without a byte received').default('300'))
+    .addOption(noProgressTimeoutOption('give up (resumably) after this long without a byte received'))
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
@@ -58,7 +58,7 @@ Examples:
   bits download --mirror https://mirror2/big.iso --mirror https://mirror3/big.iso https://mirror1/big.iso
   bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
   );
-  cmd.action((url: string, opts: Record<string, unknown>) =>
+  cmd.action((url: string, opts: Record<string, unknown>, command: Command) =>
     runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
       // Validate everything before touching the network: UsageError, exit 2.
       checkUrl(url, 'URL');
@@ -75,13 +75,13 @@ Examples:
       if (sha256 !== undefined && !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('--sha256: expected 64 hexadecimal digits');
       const fragmentSize = opts.fragmentSize !== undefined ? parseSize(String(opts.fragmentSize), '--fragment-size') : undefined;
       if (fragmentSize !== undefined && fragmentSize < 1) throw new UsageError('--fragment-size must be at least 1 byte');
-      // commander reads --no-* as a negation and names it `progressTimeout`.
-      const npt = opts.progressTimeout ?? opts.noProgressTimeout ?? '300';
-      const noProgressTimeoutMs = parseSeconds('--no-progress-timeout', npt) * 1000;
+      const { resolveCommandOption } = await import('../user-config.js');
+      const noProgressTimeoutMs = (await resolveCommandOption(command, 'noProgressTimeout', 'no-progress-timeout', 300)) * 1000;
       if (output === '-') {
         if (segments !== undefined && segments > 1) throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
+      opts = await withConfigDefaults(command, opts);
       const transport = transportOptionsFrom(opts);
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
 

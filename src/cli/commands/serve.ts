@@ -209,6 +209,14 @@ async function readPem(file: string, name: string): Promise<Buffer> {
 
 async function serve(flags: ServeFlags, cmd: Command): Promise<number> {
   const given = (key: keyof ServeFlags): boolean => cmd.getOptionValueSource(key) === 'cli';
+  // Where to listen: flags > `bits config set serve.port|serve.root|serve.host` > built-in defaults.
+  const { resolveCommandOption } = await import('../user-config.js');
+  flags = {
+    ...flags,
+    root: String(await resolveCommandOption(cmd, 'root', 'serve.root', flags.root)),
+    host: String(await resolveCommandOption(cmd, 'host', 'serve.host', flags.host)),
+    port: String(await resolveCommandOption(cmd, 'port', 'serve.port', Number(flags.port))),
+  };
   const opts = await serveOptionsFrom(flags, given);
   if (!flags.quiet) opts.log = (line) => process.stderr.write(`${line}\n`);
 

@@ -5,7 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { runAction } from '../run.js';
-import { addTransportOptions, transportOptionsFrom } from '../transport-options.js';
+import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
 
 /** §6 note 10: Windows sends fragments of 5 KB to 13 MB. */
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     )
     .option('--reply', 'upload-reply mode: the server must send a reply (written to stdout unless --reply-file)')
     .option('--reply-file <path>', 'save the server reply here (`-` = stdout); implies --reply')
-    .addOption(noProgressTimeoutOption())
+    .addOption(noProgressTimeoutOption('give up (resumably) after this long without an acknowledged byte'))
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
@@ -72,6 +72,7 @@ Examples:
       if (replyFile === '-' && opts.json === true) {
         throw new UsageError('the reply cannot go to stdout with --json; use --reply-file PATH');
       }
+      opts = await withConfigDefaults(command, opts);
       const transport = transportOptionsFrom(opts);
       await checkReadableFile(file);
 
@@ -98,20 +99,6 @@ Examples:
       });
     }),
   );
-}
-
-/**
- * `--no-progress-timeout <seconds>`. commander reads any `--no-*` flag as the
- * negation of `--*` (here a boolean `progressTimeout`, true by default, with
- * the seconds lost); this is a plain option whose name starts with "no-".
- */
-export function noProgressTimeoutOption(): Option {
-  const opt = new Option(
-    '--no-progress-timeout <seconds>',
-    'give up (resumably) after this long without an acknowledged byte (default: config no-progress-timeout, else 300)',
-  );
-  opt.negate = false;
-  return opt;
 }
 
 /** FILE must exist, be a regular file and be readable: LocalFileError (exit 3) otherwise. */
