@@ -5,29 +5,9 @@
  */
 import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
 import { redactSecrets } from '../transport/credentials.js';
-import { currentJob, finalEmitted, logLine, printFinal as printFinalUnredacted, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
-export { currentJob, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
-
-/** Every string inside, with registered passwords and URL userinfo scrubbed (redactSecrets). */
-function redactDeep<T>(v: T): T {
-  if (typeof v === 'string') return redactSecrets(v) as T;
-  if (Array.isArray(v)) return v.map(redactDeep) as T;
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactDeep(x)])) as T;
-  return v;
-}
-
-/**
- * The outcome line and JSON object (see output/final.ts), with passwords scrubbed from
- * the error and the message: an error can quote what a server or a URL carried.
- */
-export function printFinal(opts: OutputOptions, r: FinalResult): boolean {
-  return printFinalUnredacted(opts, {
-    ...r,
-    ...(r.error ? { error: redactDeep(r.error) } : {}),
-    ...(r.message !== undefined ? { message: redactSecrets(r.message) } : {}),
-  });
-}
+export { currentJob, printFinal, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
 export interface RunOptions {
   json?: boolean;

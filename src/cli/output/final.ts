@@ -10,6 +10,15 @@ import type { TransferKind } from '../../client/events.js';
 import type { ErrorJson } from '../../errors.js';
 import { errorLine, type ColorStream } from '../colors.js';
 import { formatBytes, formatDuration, formatRate } from '../format.js';
+import { redactSecrets } from '../../transport/credentials.js';
+
+/** Every string inside, with registered passwords and URL userinfo scrubbed: an error can quote what a server or a URL carried. */
+function redactDeep<T>(v: T): T {
+  if (typeof v === 'string') return redactSecrets(v) as T;
+  if (Array.isArray(v)) return v.map(redactDeep) as T;
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactDeep(x)])) as T;
+  return v;
+}
 
 export type FinalState = 'complete' | 'suspended' | 'cancelled' | 'failed';
 
@@ -151,8 +160,10 @@ export function finalHumanLine(r: FinalResult): string {
  * --quiet, failures never are) and, with --json, one object on stdout. Returns
  * false and prints nothing when the outcome was already printed.
  */
-export function printFinal(opts: OutputOptions, r: FinalResult): boolean {
+export function printFinal(opts: OutputOptions, outcome: FinalResult): boolean {
   if (session.finalEmitted) return false;
+  // Every outcome passes here (reporter, commands, runAction): the one place to scrub secrets.
+  const r = redactDeep(outcome);
   session.finalEmitted = true;
   stopAllDisplays();
   const stdout = opts.stdout ?? process.stdout;
