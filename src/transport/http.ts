@@ -21,6 +21,7 @@ import { Client, buildConnector, errors as undiciErrors, type Dispatcher } from 
 import { AuthError, BitsError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
 import { HRESULT, parseHresult } from '../protocol/hresult.js';
 import { VERSION } from '../version.js';
+import { noteBufferChurn } from '../memory.js';
 import { parseChallenges } from './auth/challenge.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
 import { Credentials, type CredentialProvider, type CredentialSource } from './credentials.js';
@@ -271,6 +272,7 @@ export class HttpTransport {
             seen.tlsError = undefined;
             seen.connects++;
             base(opts, (err, socket) => {
+              if (socket) guardPausedParserEnd(socket as Socket);
               socket?.on('error', (e: NodeJS.ErrnoException) => {
                 if (typeof e.code === 'string' && /SSL|TLS|CERT/.test(e.code)) seen.tlsError = e;
               });
@@ -451,6 +453,10 @@ export class HttpTransport {
         // undici closes the connection after a body sent with a method it does not know
         // as a payload method (BITS_POST); an upload wants its one keep-alive connection.
         reset: false,
+        // The body stream's buffer before undici pauses its parser (default 64 KiB): a
+        // consumer briefly slower than the network (disk, --limit-rate) then rarely pauses
+        // it, and a paused parser is what undici 7 trips over (see guardPausedParserEnd).
+        highWaterMark: RESPONSE_HIGH_WATER_MARK,
       });
       clearTimeout(timer);
       return { res, finish, ac };
@@ -518,6 +524,8 @@ export class HttpTransport {
           if (!raw.readableEnded) raw.destroy();
         });
         raw.pipe(o as PassThrough);
+        // Each chunk is a fresh socket buffer: see src/memory.ts.
+        raw.on('data', (c: Buffer) => noteBufferChurn(c.length));
       }
       return out;
     };
@@ -562,6 +570,64 @@ export class HttpTransport {
     await Promise.all([...this.pools.values()].map((p) => p.destroy()));
     this.pools.clear();
   }
+}
+
+/** Buffered response body per connection before undici's parser pauses (memory is used only under backpressure). */
+export const RESPONSE_HIGH_WATER_MARK = 2 * 1024 * 1024;
+
+/**
+ * undici 7 (nodejs/undici#5360, fixed only in undici 8 which needs Node 22) throws an
+ * uncatchable `AssertionError: assert(!this.paused)` from the socket's 'end' (or
+ * ECONNRESET 'error') handler when a response without keep-alive (`Connection: close`,
+ * HTTP/1.0, a body delimited by EOF) ends while its parser is paused because the body
+ * consumer is slower than the network. A `--limit-rate` download from such a server
+ * hits it almost every time: the throttle holds the body back, so the last chunk
+ * always meets a full buffer. This guard defers that 'end' (and the close of our side
+ * that follows it) until the consumer has read on and the parser has resumed (it then
+ * completes the message, and undici closes the socket itself), and turns such an ECONNRESET into a plain socket error
+ * (the data after a reset is lost anyway), so undici never calls finish() on a paused
+ * parser. It looks at undici's private parser state and does nothing if that is not
+ * there (another undici version).
+ */
+export function guardPausedParserEnd(socket: Socket): void {
+  const emit = socket.emit as (this: Socket, event: string | symbol, ...args: unknown[]) => boolean;
+  const parserOf = (): { paused?: boolean; statusCode?: number; shouldKeepAlive?: boolean } | undefined => {
+    const key = Object.getOwnPropertySymbols(socket).find((k) => k.description === 'parser');
+    const p = key ? (socket as unknown as Record<symbol, unknown>)[key] : undefined;
+    return p && typeof p === 'object' ? (p as { paused?: boolean; statusCode?: number; shouldKeepAlive?: boolean }) : undefined;
+  };
+  const atRisk = () => {
+    const p = parserOf();
+    return p?.paused === true && !!p.statusCode && p.shouldKeepAlive === false;
+  };
+  socket.emit = function (this: Socket, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'end' && atRisk()) {
+      // Right after emitting 'end', a stream that is not half-open ends its writable side
+      // too (endWritableNT), and the 'close' that follows reaches the same finish() from
+      // undici's close handler: stay half-open until the deferred 'end' is delivered.
+      const halfOpen = socket.allowHalfOpen;
+      socket.allowHalfOpen = true;
+      const retry = () => {
+        if (socket.destroyed) return; // undici completed (or failed) the response and closed the socket itself
+        if (atRisk()) {
+          setTimeout(retry, 5);
+          return;
+        }
+        socket.allowHalfOpen = halfOpen;
+        emit.call(socket, 'end', ...args);
+        if (!halfOpen && socket.writable && !socket.writableEnded && !socket.destroyed) socket.end();
+      };
+      setTimeout(retry, 5);
+      return true;
+    }
+    if (event === 'error' && (args[0] as { code?: string } | undefined)?.code === 'ECONNRESET' && atRisk()) {
+      const cause = args[0] as Error;
+      // Without the code undici takes its ordinary error path (no finish()); mapTransportError
+      // still reads ECONNRESET from the cause.
+      return emit.call(socket, 'error', new Error(cause.message, { cause }));
+    }
+    return emit.call(this, event, ...args);
+  } as Socket['emit'];
 }
 
 async function dump(res: Dispatcher.ResponseData): Promise<void> {
