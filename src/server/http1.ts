@@ -88,6 +88,7 @@ import tls from 'node:tls';
 import { Readable as ReadableStream } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { VERSION } from '../version.js';
+import { noteBufferChurn } from '../memory.js';
 import { BITS_POST, H } from '../protocol/headers.js';
 import { ErrorContext, HRESULT, formatErrorContext, formatHresult } from '../protocol/hresult.js';
 
@@ -104,6 +105,8 @@ const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 /** Unread bytes of an unwanted body we still swallow after the response before giving up (lingering close). */
 const LINGER_MS = 2000;
+/** Request body bytes buffered ahead of the handler before the socket is paused. */
+const BODY_HIGH_WATER_MARK = 1024 * 1024;
 /** How long close() lets in-flight requests finish before it cuts their sockets. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -242,6 +245,8 @@ class SocketReader {
   }
 
   private onData(chunk: Buffer): void {
+    // Each chunk is a fresh socket buffer: see src/memory.ts.
+    noteBufferChurn(chunk.length);
     if (this.sink) {
       this.sink(chunk);
       return;
@@ -356,7 +361,9 @@ class BodyReceiver {
     this.remaining = length;
     this.done = new Promise((r) => (this.settle = r));
     this.stream = new ReadableStream({
-      highWaterMark: 64 * 1024,
+      // Up to 1 MiB may wait for the handler: the socket keeps flowing while a handler writes
+      // the previous batch to disk (64 KiB paused the socket on every disk write).
+      highWaterMark: BODY_HIGH_WATER_MARK,
       read: () => this.onRead(),
       destroy: (err, cb) => {
         // A handler that destroys an unfinished body leaves the connection out of sync: it must close.
