@@ -60,7 +60,7 @@ maybe(`a full disk${cannotMount ? ` (skipped: ${cannotMount})` : ''}`, () => {
   });
 
   afterAll(() => {
-    for (const d of ['server-root', 'out']) unmount(path.join(work, d));
+    for (const d of ['server-root', 'out-0', 'out-2']) unmount(path.join(work, d));
     rmSync(work, { recursive: true, force: true });
   });
 
@@ -94,17 +94,20 @@ maybe(`a full disk${cannotMount ? ` (skipped: ${cannotMount})` : ''}`, () => {
     }
   });
 
-  it('on the client: the download stops with exit 3 (no space left), keeps what it has, and resumes identical', async () => {
-    const srvRoot = path.join(work, 'dl-root');
+  it.each([
+    ['one stream', [] as string[]],
+    ['four segments', ['--segments', '4']],
+  ])('on the client (%s): the download stops with exit 3 (no space left), keeps what it has, and resumes identical', async (label, extra) => {
+    const srvRoot = path.join(work, `dl-root-${extra.length}`);
     mkdirSync(path.join(srvRoot, 'files'), { recursive: true });
     execFileSync('cp', [source, path.join(srvRoot, 'files', 'big.bin')]);
-    const out = path.join(work, 'out');
+    const out = path.join(work, `out-${extra.length}`);
     mkdirSync(out);
     expect(tryMount(out, 2)).toBeUndefined();
     const server = await startServer({ root: srvRoot });
     try {
       const dest = path.join(out, 'big.bin');
-      const first = await runBits(['download', `${server.url}/files/big.bin`, '-o', dest, '--json'], { env });
+      const first = await runBits(['download', `${server.url}/files/big.bin`, '-o', dest, '--json', ...extra], { env });
       expect(first.code).toBe(3);
       const errLines = first.stderr.trim().split('\n').filter((l) => l.startsWith('bits: error:'));
       expect(errLines).toHaveLength(1);
@@ -119,6 +122,7 @@ maybe(`a full disk${cannotMount ? ` (skipped: ${cannotMount})` : ''}`, () => {
       expect(await sha256File(dest)).toBe(await sha256File(source));
     } finally {
       await server.close();
+      unmount(out);
     }
   });
 });
