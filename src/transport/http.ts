@@ -655,6 +655,9 @@ export function mapTransportError(err: unknown, url: URL, abortReason?: unknown)
   const e = err as { code?: string; message?: string; name?: string; path?: string; syscall?: string; cause?: { code?: string; message?: string } };
   const code = e?.code ?? e?.cause?.code;
   const where = url.host;
+  // A TypeError, RangeError or ReferenceError without an error code is a bug in bits,
+  // not a network fault: retrying it until the no-progress timeout only hides it.
+  if ((err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError) && code === undefined) return toBitsError(err);
   if (err instanceof undiciErrors.HeadersTimeoutError) return new TimeoutError(`no response headers from ${where} within the response timeout`, 'response', { cause: err });
   if (err instanceof undiciErrors.BodyTimeoutError) return new TimeoutError(`response body from ${where} stalled past the response timeout`, 'response', { cause: err });
   if (err instanceof undiciErrors.ConnectTimeoutError) return new TimeoutError(`could not connect to ${where}: connect timeout`, 'connect', { cause: err });
