@@ -34,6 +34,7 @@ import * as path from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { HttpTransport, type HttpResponse, type TransportOptions } from '../transport/http.js';
+import { writevAll } from '../io/write-all.js';
 import {
   AuthError,
   BitsError,
@@ -288,36 +289,13 @@ class FileSink implements Sink {
   }
 
   private async writeRun(run: Run): Promise<void> {
-    let bufs = run.bufs;
-    let pos = run.pos;
-    let left = run.bytes;
     try {
-      while (left > 0) {
-        const { bytesWritten } = await this.fh.writev(bufs, pos);
-        if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
-        pos += bytesWritten;
-        left -= bytesWritten;
-        if (left > 0) bufs = dropBytes(bufs, bytesWritten);
-      }
+      await writevAll(this.fh, run.bufs, run.pos, run.bytes);
     } catch (err) {
       this.failure = err;
       throw err;
     }
   }
-}
-
-/** The buffers without their first n bytes (after a short pwritev). */
-function dropBytes(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (n >= b.length) {
-      n -= b.length;
-      continue;
-    }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 class StreamSink implements Sink {

@@ -24,6 +24,7 @@ import type { Http1Request, Http1Response } from './http1.js';
 import { directoryConfigFor, type DirectoryConfig, type ServerConfig } from './config.js';
 import { PathRejected, resolveUnderRoot, safeSegments } from './paths.js';
 import { BackEndClient } from './notify.js';
+import { writevAll } from '../io/write-all.js';
 import {
   SESSIONS_DIR,
   createSessionOnDisk,
@@ -171,20 +172,6 @@ function writeBody(body: Readable, write: (bufs: Buffer[], bytes: number) => Pro
       pump();
     }, fail);
   });
-}
-
-/** The buffers without their first n bytes (after a short pwritev). */
-function dropBytes(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (n >= b.length) {
-      n -= b.length;
-      continue;
-    }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 function isDiskFullError(err: unknown): boolean {
@@ -515,13 +502,8 @@ export class UploadServer {
     let unflushed = 0;
     try {
       await writeBody(req.body, async (bufs, bytes) => {
-        let left = bytes;
-        while (left > 0) {
-          const { bytesWritten } = await fh.writev(bufs, pos);
-          pos += bytesWritten;
-          left -= bytesWritten;
-          if (left > 0) bufs = dropBytes(bufs, bytesWritten);
-        }
+        await writevAll(fh, bufs, pos, bytes);
+        pos += bytes;
         unflushed += bytes;
         if (unflushed >= EARLY_FLUSH_BYTES && !early) {
           unflushed = 0;
