@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
-import { UsageError } from '../../errors.js';
+import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 
@@ -85,6 +85,13 @@ Examples:
       const transport = transportOptionsFrom(opts);
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
 
+      if (output !== undefined && output !== '-' && opts.force !== true) {
+        // Refuse before a job exists: a job that can only ever fail helps nobody.
+        const { existsSync } = await import('node:fs');
+        const { resolve } = await import('node:path');
+        const target = resolve(process.cwd(), output);
+        if (existsSync(target)) throw new LocalFileError(`${target} already exists; use --force to overwrite it`, target);
+      }
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
         const { openJobStore } = await import('../../store/index.js');
