@@ -11,7 +11,8 @@
  */
 import net from 'node:net';
 import tls, { type ConnectionOptions } from 'node:tls';
-import { buildConnector } from 'undici';
+import { createRequire } from 'node:module';
+import type { buildConnector as BuildConnector } from 'undici';
 import { AuthError, ServerError, TimeoutError, TransportError, UsageError, BitsError } from '../errors.js';
 import { parseChallenges } from './auth/challenge.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
@@ -320,8 +321,11 @@ export async function openTunnel(o: TunnelOptions, host: string, port: number, s
 }
 
 /** An undici connector that reaches every origin through a CONNECT tunnel. */
-export function createTunnelConnector(o: TunnelOptions): buildConnector.connector {
-  const tlsUpgrade = buildConnector({ ...(o.targetTls as buildConnector.BuildOptions), timeout: o.connectTimeoutMs });
+export function createTunnelConnector(o: TunnelOptions): BuildConnector.connector {
+  // undici is loaded here rather than at the top: this module is imported to define
+  // command-line flags, and `bits list` or `bits --help` should not pay for undici.
+  const { buildConnector } = createRequire(import.meta.url)('undici') as typeof import('undici');
+  const tlsUpgrade = buildConnector({ ...(o.targetTls as BuildConnector.BuildOptions), timeout: o.connectTimeoutMs });
   return (opts, callback) => {
     const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
     const ac = new AbortController();
