@@ -56,36 +56,5 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : `${n}`;
 }
 
-const SIZE_RE = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$/i;
-
-/**
- * Parses a size as people type it: `1048576`, `512k`, `16M`, `16MiB`, `1.5G`,
- * `100MB`. Every multiple is binary (1K = 1KB = 1KiB = 1024, as Windows and
- * curl's --limit-rate count), the same rule as ./parse.ts, so `10MB` never means
- * something different from `10M`. Returns undefined when invalid.
- */
-export function parseSize(text: string): number | undefined {
-  const m = SIZE_RE.exec(text);
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const mult = unitMultiplier(m[2]!);
-  if (mult === undefined || !Number.isFinite(n)) return undefined;
-  // A fraction of a byte is meaningless: `1.5` alone is refused, `1.5K` is 1536.
-  if (mult === 1 && m[1]!.includes('.')) return undefined;
-  const v = Math.round(n * mult);
-  return Number.isSafeInteger(v) ? v : undefined;
-}
-
-function unitMultiplier(unit: string): number | undefined {
-  const u = unit.toLowerCase();
-  if (u === '' || u === 'b') return 1;
-  const letter = 'kmgtp'.indexOf(u[0]!);
-  if (letter < 0) return undefined;
-  const rest = u.slice(1);
-  return rest === '' || rest === 'b' || rest === 'ib' ? 1024 ** (letter + 1) : undefined;
-}
-
-/** A rate: a size with an optional `/s` suffix (`10M`, `500KiB/s`); `0` means unlimited. */
-export function parseRate(text: string): number | undefined {
-  return parseSize(text.replace(/\s*\/\s*s(?:ec)?\s*$/i, ''));
-}
+/** Sizes and rates as people type them: see src/units.ts (one rule for the whole program). */
+export { parseSizeText as parseSize, parseRateText as parseRate } from '../units.js';

@@ -4,23 +4,7 @@
  * values the same way (exit 2).
  */
 import { UsageError } from '../errors.js';
-
-const SIZE_UNITS: Record<string, number> = {
-  '': 1,
-  b: 1,
-  k: 1024,
-  kb: 1024,
-  kib: 1024,
-  m: 1024 ** 2,
-  mb: 1024 ** 2,
-  mib: 1024 ** 2,
-  g: 1024 ** 3,
-  gb: 1024 ** 3,
-  gib: 1024 ** 3,
-  t: 1024 ** 4,
-  tb: 1024 ** 4,
-  tib: 1024 ** 4,
-};
+import { parseSizeText } from '../units.js';
 
 /**
  * A byte count as people type it: `1048576`, `10M`, `2G`, `512KiB`, `1.5G`.
@@ -30,14 +14,7 @@ const SIZE_UNITS: Record<string, number> = {
  * without a unit, beyond 2^53).
  */
 export function parseSizeOrUndefined(value: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
-  if (!m) return undefined;
-  const unit = SIZE_UNITS[m[2]!.toLowerCase()];
-  if (unit === undefined) return undefined;
-  // A fraction of a byte is meaningless: `1.5` alone is refused, `1.5K` is 1536.
-  if (unit === 1 && m[1]!.includes('.')) return undefined;
-  const n = Math.round(Number(m[1]) * unit);
-  return Number.isSafeInteger(n) ? n : undefined;
+  return parseSizeText(value);
 }
 
 /** parseSizeOrUndefined, throwing UsageError(`--name: …`) for bad input. */

@@ -2,9 +2,9 @@
  * §3.2.1.1 BITSDirectoryConfig: per-virtual-directory settings, and the
  * server-wide limits. Every URL folder under the root is a virtual directory;
  * settings are looked up by the longest matching path prefix.
- * (Implementation of loading/merging: owned by the upload-server helper.)
  */
 import { readFile } from 'node:fs/promises';
+import { parseSizeText } from '../units.js';
 
 export type NotificationType = 'none' | 'by-reference' | 'by-value';
 
@@ -77,16 +77,10 @@ export interface ServerConfigFile {
   limits?: Partial<ServerLimits>;
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-
 /** `2G`, `512M`, `100KiB`, `1.5GB` (binary units), a plain byte count, or `unlimited`/`Infinity`. */
 export function parseServerSize(value: string): number | undefined {
-  const v = value.trim();
-  if (/^(unlimited|infinity|none)$/i.test(v)) return Number.POSITIVE_INFINITY;
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?$/i.exec(v);
-  if (!m) return undefined;
-  const n = Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]!;
-  return Number.isFinite(n) ? Math.floor(n) : undefined;
+  if (/^\s*(unlimited|infinity|none)\s*$/i.test(value)) return Number.POSITIVE_INFINITY;
+  return parseSizeText(value);
 }
 
 type Check = (v: unknown) => unknown | undefined;

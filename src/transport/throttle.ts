@@ -10,6 +10,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseRateText } from '../units.js';
 import { UsageError } from '../errors.js';
 
 export class RateLimiter {
@@ -63,10 +64,9 @@ export function parseRate(value: string | number, flag = '--limit-rate'): number
     if (!Number.isFinite(value) || value < 0) throw new UsageError(`${flag} must be a rate like 500K or 2M, got ${value}`);
     return Math.floor(value);
   }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg])?(?:i?b)?(?:\/s)?\s*$/i.exec(value);
-  if (!m) throw new UsageError(`${flag} must be a rate like 500K or 2M (bytes per second; K/M/G = 1024^n), got ${JSON.stringify(value)}`);
-  const mult = { k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase() as 'k' | 'm' | 'g'] ?? 1;
-  const n = Math.floor(Number(m[1]) * mult);
+  const n = parseRateText(value);
+  // Sizes go up to P; a "limit" of a TiB/s or more is a typo, not a limit.
+  if (n === undefined || n >= 1024 ** 4) throw new UsageError(`${flag} must be a rate like 500K or 2M (bytes per second; K/M/G = 1024^n), got ${JSON.stringify(value)}`);
   if (n !== 0 && n < 1024) throw new UsageError(`${flag} must be at least 1K (or 0 for no limit), got ${JSON.stringify(value)}`);
   return n;
 }

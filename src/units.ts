@@ -1,0 +1,33 @@
+/**
+ * Sizes and rates as people type them, one rule for the whole program (flags,
+ * `bits config`, the server's config file): a byte count or a binary multiple
+ * `K M G T P`, with an optional `B`/`iB` — 1K = 1KB = 1KiB = 1024, as Windows
+ * and curl's --limit-rate count, so `10MB` never means something other than
+ * `10M`. A fraction of a byte is refused (`1.5` alone), `1.5K` is 1536. Pure.
+ */
+const SIZE_RE = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$/i;
+
+function unitMultiplier(unit: string): number | undefined {
+  const u = unit.toLowerCase();
+  if (u === '' || u === 'b') return 1;
+  const letter = 'kmgtp'.indexOf(u[0]!);
+  if (letter < 0) return undefined;
+  const rest = u.slice(1);
+  return rest === '' || rest === 'b' || rest === 'ib' ? 1024 ** (letter + 1) : undefined;
+}
+
+/** Bytes, or undefined when the text is not a size. */
+export function parseSizeText(text: string): number | undefined {
+  const m = SIZE_RE.exec(text);
+  if (!m) return undefined;
+  const mult = unitMultiplier(m[2]!);
+  if (mult === undefined) return undefined;
+  if (mult === 1 && m[1]!.includes('.')) return undefined;
+  const v = Math.round(Number(m[1]) * mult);
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+/** Bytes per second: a size with an optional `/s` (`10M`, `500KiB/s`); `0` means unlimited. */
+export function parseRateText(text: string): number | undefined {
+  return parseSizeText(text.replace(/\s*\/\s*s(?:ec)?\s*$/i, ''));
+}
