@@ -8,7 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { acquireLock } from '../../src/store/lock.js';
+import { expect } from 'vitest';
 import { ROOT, runBits, type RunResult } from '../helpers/cli.js';
+import { runAndKill, type KillMoment } from '../helpers/killer.js';
 
 function newest(p: string): number {
   const st = fs.statSync(p);
@@ -83,4 +85,89 @@ export function serverSessions(root: string): string[] {
   };
   walk(root);
   return found;
+}
+
+/** What a kill -9 test counts (printed for the closing note). */
+export interface KillTally {
+  kills: number;
+  killsByKind: Record<string, number>;
+  endedBeforeKill: number;
+  noJobYet: number;
+  resumed: number;
+  identical: number;
+  /** Downloads only: resumes that started from a partial file. */
+  resumedFromPartial?: number;
+}
+
+export interface KillRun {
+  /** The transfer command, e.g. ['upload', '--json', …]. */
+  args: string[];
+  env: Record<string, string>;
+  home: string;
+  moment: KillMoment;
+  /** When set, the first resume is killed too, at this moment. */
+  resumeMoment?: KillMoment;
+  /** The size the final `complete` object must report. */
+  size: number;
+  where: string;
+  t: KillTally;
+}
+
+/**
+ * The sequence every kill -9 test shares: run the transfer and SIGKILL it; the
+ * store must then be readable and hold at most one job, not running; a job
+ * not complete must be resumable; resume it (optionally killing that resume
+ * too, and checking the store again) until it completes. The caller then
+ * checks the transferred file.
+ */
+export async function killThenResume(r: KillRun): Promise<void> {
+  const { args, env, home, moment, resumeMoment, size, where, t } = r;
+  const k = await runAndKill(args, env, moment, home);
+  if (k.killed) {
+    t.kills++;
+    t.killsByKind[moment.kind] = (t.killsByKind[moment.kind] ?? 0) + 1;
+  } else {
+    t.endedBeforeKill++;
+    expect(k.result.code, `${where}: ${k.result.stderr}`).toBe(0);
+  }
+
+  // The store must be readable after any kill.
+  let { jobs } = await listJobs(home);
+  expect(jobs.length, where).toBeLessThanOrEqual(1);
+  if (jobs.length === 0) {
+    // Killed before the job was written: nothing to resume, the user runs the command again
+    // (a download's partial file, if any, is discarded and rewritten).
+    expect(k.killed, where).toBe(true);
+    t.noJobYet++;
+    const again = await runBits(args, { env, timeoutMs: 60_000 });
+    expect(again.code, `${where}: ${again.stderr}`).toBe(0);
+    return;
+  }
+  const job = jobs[0]!;
+  if (k.jobId !== undefined) expect(job.id).toBe(k.jobId);
+  expect(job.running, where).toBe(false);
+  let state = job.state;
+  if (state !== 'complete') {
+    expect(job.resumable, `${where}: ${JSON.stringify(job)}`).toBe(true);
+    if (t.resumedFromPartial !== undefined && job.bytesDone > 0) t.resumedFromPartial++;
+    if (resumeMoment) {
+      const rk = await runAndKill(['resume', '--json', job.id], env, resumeMoment, home);
+      if (rk.killed) {
+        t.kills++;
+        t.killsByKind[`resume:${resumeMoment.kind}`] = (t.killsByKind[`resume:${resumeMoment.kind}`] ?? 0) + 1;
+      }
+      ({ jobs } = await listJobs(home));
+      expect(jobs[0]!.running, where).toBe(false);
+      state = jobs[0]!.state;
+      if (state !== 'complete') expect(jobs[0]!.resumable, `${where}: ${JSON.stringify(jobs[0])}`).toBe(true);
+    }
+  }
+  if (state !== 'complete') {
+    const res = await runBits(['resume', '--json', job.id], { env, timeoutMs: 60_000 });
+    expect(res.code, `${where}: resume: ${res.stderr}`).toBe(0);
+    // The last JSON line is written after the store says complete.
+    const last = JSON.parse(res.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    expect(last, where).toMatchObject({ type: 'complete', jobId: job.id, state: 'complete', bytes: size, error: null });
+    t.resumed++;
+  }
 }

@@ -13,8 +13,8 @@ import path from 'node:path';
 import { startServer, type RunningServer } from '../../src/server/index.js';
 import { runBits } from '../helpers/cli.js';
 import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
-import { planKills, runAndKill, type KillMoment } from '../helpers/killer.js';
-import { ensureFreshBuild, listJobs } from './helpers.js';
+import { planKills, type KillMoment } from '../helpers/killer.js';
+import { ensureFreshBuild, killThenResume, type KillTally } from './helpers.js';
 
 const RUNS = 20;
 const SIZE = 6 * 1024 * 1024 + 333;
@@ -46,71 +46,17 @@ afterAll(async () => {
   await tmp?.cleanup();
 });
 
-interface Tally {
-  kills: number;
-  killsByKind: Record<string, number>;
-  endedBeforeKill: number;
-  noJobYet: number;
-  resumed: number;
-  resumedFromPartial: number;
-  identical: number;
-}
-
-async function oneRun(i: number, moment: KillMoment, resumeMoment: KillMoment | undefined, t: Tally): Promise<void> {
+async function oneRun(i: number, moment: KillMoment, resumeMoment: KillMoment | undefined, t: KillTally): Promise<void> {
   const home = path.join(tmp.dir, `home-${i}`);
   const outDir = path.join(tmp.dir, `out-${i}`);
   fs.mkdirSync(home);
   fs.mkdirSync(outDir);
-  const env = { BITS_HOME: home, BITS_CHECKPOINT_BYTES: CHECKPOINT };
   const out = path.join(outDir, 'copy.bin');
   // A rate limit spreads the transfer evenly over the span the random kills are drawn from.
   const args = ['download', '--json', '--limit-rate', RATE, '-o', out, url];
   const where = `run ${i} (${moment.kind} +${moment.delayMs} ms, seed ${SEED})`;
-  const k = await runAndKill(args, env, moment, home);
-  if (k.killed) {
-    t.kills++;
-    t.killsByKind[moment.kind] = (t.killsByKind[moment.kind] ?? 0) + 1;
-  } else {
-    t.endedBeforeKill++;
-    expect(k.result.code, `${where}: ${k.result.stderr}`).toBe(0);
-  }
-
-  let { jobs } = await listJobs(home);
-  expect(jobs.length, where).toBeLessThanOrEqual(1);
-  if (jobs.length === 0) {
-    expect(k.killed, where).toBe(true);
-    t.noJobYet++;
-    // The job was never written; a partial file may be (it is discarded and rewritten).
-    const again = await runBits(args, { env, timeoutMs: 60_000 });
-    expect(again.code, `${where}: ${again.stderr}`).toBe(0);
-  } else {
-    const job = jobs[0]!;
-    if (k.jobId !== undefined) expect(job.id).toBe(k.jobId);
-    expect(job.running, where).toBe(false);
-    let state = job.state;
-    if (state !== 'complete') {
-      expect(job.resumable, `${where}: ${JSON.stringify(job)}`).toBe(true);
-      if (job.bytesDone > 0) t.resumedFromPartial++;
-      if (resumeMoment) {
-        const rk = await runAndKill(['resume', '--json', job.id], env, resumeMoment, home);
-        if (rk.killed) {
-          t.kills++;
-          t.killsByKind[`resume:${resumeMoment.kind}`] = (t.killsByKind[`resume:${resumeMoment.kind}`] ?? 0) + 1;
-        }
-        ({ jobs } = await listJobs(home));
-        expect(jobs[0]!.running, where).toBe(false);
-        state = jobs[0]!.state;
-        if (state !== 'complete') expect(jobs[0]!.resumable, `${where}: ${JSON.stringify(jobs[0])}`).toBe(true);
-      }
-    }
-    if (state !== 'complete') {
-      const r = await runBits(['resume', '--json', job.id], { env, timeoutMs: 60_000 });
-      expect(r.code, `${where}: resume: ${r.stderr}`).toBe(0);
-      const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
-      expect(last, where).toMatchObject({ type: 'complete', jobId: job.id, state: 'complete', bytes: SIZE, error: null });
-      t.resumed++;
-    }
-  }
+  const env = { BITS_HOME: home, BITS_CHECKPOINT_BYTES: CHECKPOINT };
+  await killThenResume({ args, env, home, moment, resumeMoment, size: SIZE, where, t });
   expect(fs.existsSync(out + '.bits-partial'), `${where}: partial file left`).toBe(false);
   expect(await sha256File(out), where).toBe(srcSha);
   t.identical++;
@@ -132,7 +78,7 @@ describe('kill -9 during bits download, then bits resume', () => {
     const resumePlan = planKills(SEED + 1, RUNS, span);
     console.log(`kill9-download: seed ${SEED} (BITS_KILL_SEED=${SEED} reproduces), ${RUNS} runs, span ${span} ms`);
 
-    const t: Tally = { kills: 0, killsByKind: {}, endedBeforeKill: 0, noJobYet: 0, resumed: 0, resumedFromPartial: 0, identical: 0 };
+    const t: KillTally = { kills: 0, killsByKind: {}, endedBeforeKill: 0, noJobYet: 0, resumed: 0, resumedFromPartial: 0, identical: 0 };
     for (let i = 0; i < RUNS; i += 2) {
       await Promise.all(
         [i, i + 1].filter((n) => n < RUNS).map((n) => oneRun(n, plan[n]!, n % 4 === 3 ? resumePlan[n] : undefined, t)),

@@ -15,8 +15,8 @@ import path from 'node:path';
 import { startServer, type RunningServer } from '../../src/server/index.js';
 import { runBits } from '../helpers/cli.js';
 import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
-import { planKills, runAndKill, type KillMoment } from '../helpers/killer.js';
-import { ensureFreshBuild, listJobs } from './helpers.js';
+import { planKills, type KillMoment } from '../helpers/killer.js';
+import { ensureFreshBuild, killThenResume, type KillTally } from './helpers.js';
 
 const RUNS = 20;
 const SIZE = 1024 * 1024 + 777;
@@ -45,69 +45,13 @@ afterAll(async () => {
   await tmp?.cleanup();
 });
 
-interface Tally {
-  kills: number;
-  killsByKind: Record<string, number>;
-  endedBeforeKill: number;
-  noJobYet: number;
-  resumed: number;
-  identical: number;
-}
-
-async function oneRun(i: number, moment: KillMoment, resumeMoment: KillMoment | undefined, t: Tally): Promise<void> {
+async function oneRun(i: number, moment: KillMoment, resumeMoment: KillMoment | undefined, t: KillTally): Promise<void> {
   const home = path.join(tmp.dir, `home-${i}`);
   fs.mkdirSync(home);
-  const env = { BITS_HOME: home };
   const name = `run-${i}.bin`;
-  const url = `${server.url}/up/${name}`;
-  const uploadArgs = ['upload', '--json', '--fragment-size', FRAG, src, url];
-  const k = await runAndKill(uploadArgs, env, moment, home);
+  const args = ['upload', '--json', '--fragment-size', FRAG, src, `${server.url}/up/${name}`];
   const where = `run ${i} (${moment.kind} +${moment.delayMs} ms, seed ${SEED})`;
-  if (k.killed) {
-    t.kills++;
-    t.killsByKind[moment.kind] = (t.killsByKind[moment.kind] ?? 0) + 1;
-  } else {
-    t.endedBeforeKill++;
-    expect(k.result.code, `${where}: ${k.result.stderr}`).toBe(0);
-  }
-
-  // The store must be readable after any kill.
-  let { jobs } = await listJobs(home);
-  expect(jobs.length, where).toBeLessThanOrEqual(1);
-  if (jobs.length === 0) {
-    // Killed before the job was written: nothing to resume, the user runs the upload again.
-    expect(k.killed, where).toBe(true);
-    t.noJobYet++;
-    const again = await runBits(uploadArgs, { env, timeoutMs: 60_000 });
-    expect(again.code, `${where}: ${again.stderr}`).toBe(0);
-  } else {
-    const job = jobs[0]!;
-    if (k.jobId !== undefined) expect(job.id).toBe(k.jobId);
-    expect(job.running, where).toBe(false);
-    let state = job.state;
-    if (state !== 'complete') {
-      expect(job.resumable, `${where}: ${JSON.stringify(job)}`).toBe(true);
-      if (resumeMoment) {
-        const rk = await runAndKill(['resume', '--json', job.id], env, resumeMoment, home);
-        if (rk.killed) {
-          t.kills++;
-          t.killsByKind[`resume:${resumeMoment.kind}`] = (t.killsByKind[`resume:${resumeMoment.kind}`] ?? 0) + 1;
-        }
-        ({ jobs } = await listJobs(home));
-        expect(jobs[0]!.running, where).toBe(false);
-        state = jobs[0]!.state;
-        if (state !== 'complete') expect(jobs[0]!.resumable, `${where}: ${JSON.stringify(jobs[0])}`).toBe(true);
-      }
-    }
-    if (state !== 'complete') {
-      const r = await runBits(['resume', '--json', job.id], { env, timeoutMs: 60_000 });
-      expect(r.code, `${where}: resume: ${r.stderr}`).toBe(0);
-      // The last JSON line is written after the store says complete.
-      const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
-      expect(last, where).toMatchObject({ type: 'complete', jobId: job.id, state: 'complete', bytes: SIZE, error: null });
-      t.resumed++;
-    }
-  }
+  await killThenResume({ args, env: { BITS_HOME: home }, home, moment, resumeMoment, size: SIZE, where, t });
   expect(await sha256File(path.join(root, 'up', name)), where).toBe(srcSha);
   t.identical++;
 }
@@ -127,7 +71,7 @@ describe('kill -9 during bits upload, then bits resume', () => {
     const resumePlan = planKills(SEED + 1, RUNS, span);
     console.log(`kill9-upload: seed ${SEED} (BITS_KILL_SEED=${SEED} reproduces), ${RUNS} runs, span ${span} ms`);
 
-    const t: Tally = { kills: 0, killsByKind: {}, endedBeforeKill: 0, noJobYet: 0, resumed: 0, identical: 0 };
+    const t: KillTally = { kills: 0, killsByKind: {}, endedBeforeKill: 0, noJobYet: 0, resumed: 0, identical: 0 };
     // Two at a time: the machine has two cores.
     for (let i = 0; i < RUNS; i += 2) {
       await Promise.all(
