@@ -12,6 +12,8 @@ import {
   httpReason,
   HRESULT,
 } from './protocol/hresult.js';
+import { classifyHttpFailure, type Disposition } from './protocol/failure.js';
+export type { Disposition } from './protocol/failure.js';
 
 /** Stable process exit codes; documented in the README. */
 export const ExitCode = {
@@ -70,6 +72,15 @@ export abstract class BitsError extends Error {
     this.name = new.target.name;
   }
 
+  /**
+   * What this failure means for the transfer (src/protocol/failure.ts): retry,
+   * suspend (resumable), fail for good (job state `error`) or cancel. The one
+   * place every driver and the job layer ask.
+   */
+  get disposition(): Disposition {
+    return 'fail';
+  }
+
   /** Stable machine-readable name, e.g. `ServerError`. */
   get code(): string {
     return this.name;
@@ -102,6 +113,11 @@ export class LocalFileError extends BitsError {
     super(message, options);
     this.resumable = options?.resumable ?? false;
   }
+
+  /** A full disk is suspended (free space, then resume); anything else is the user's to fix. */
+  override get disposition(): Disposition {
+    return this.resumable ? 'suspend' : 'fail';
+  }
 }
 
 /** §3.1.7.1 ERROR_TRANSPORT: a lower layer failed. Transient: retried, then resumable. */
@@ -111,6 +127,10 @@ export class TransportError extends BitsError {
     super(message, options);
     this.resumable = true;
     this.hresult = options?.hresult ?? HRESULT.ERROR_INTERNET_CONNECTION_RESET;
+  }
+
+  override get disposition(): Disposition {
+    return 'retry';
   }
 }
 
@@ -122,6 +142,11 @@ export class TimeoutError extends TransportError {
     options?: { cause?: unknown },
   ) {
     super(message, { ...options, hresult: timer === 'no-progress' ? HRESULT.BG_E_NO_PROGRESS : HRESULT.ERROR_TIMEOUT });
+  }
+
+  /** The no-progress deadline is the end of retrying: the job is suspended, resumable. */
+  override get disposition(): Disposition {
+    return this.timer === 'no-progress' ? 'suspend' : 'retry';
   }
 }
 
@@ -142,8 +167,13 @@ export interface ServerErrorInfo {
   /** What we sent: `FRAGMENT`, `GET`, … */
   request?: string;
   url?: string;
-  /** A 5xx without BITS-Error, a 408/429/503: worth retrying. */
+  /**
+   * Overrides the failure table (src/protocol/failure.ts) where the caller knows
+   * better; by default classifyHttpFailure(httpStatus, bitsError) decides.
+   */
   transient?: boolean;
+  /** Retry-After of the answer, in ms. */
+  retryAfterMs?: number;
 }
 
 /**
@@ -157,6 +187,8 @@ export class ServerError extends BitsError {
   readonly transient: boolean;
   readonly request?: string;
   readonly url?: string;
+  /** The server's Retry-After, in ms: nextRetryDelay() waits this long instead of backing off. */
+  readonly retryAfterMs?: number;
 
   constructor(info: ServerErrorInfo, message?: string) {
     super(message ?? ServerError.describe(info));
@@ -164,10 +196,16 @@ export class ServerError extends BitsError {
     this.bitsError = info.bitsError;
     this.errorContext = info.bitsErrorContext;
     this.hresult = info.bitsError ?? hresultFromHttpStatus(info.httpStatus);
-    this.transient = info.transient ?? false;
-    this.resumable = true; // a server-side refusal never loses local state
+    this.transient = info.transient ?? classifyHttpFailure(info.httpStatus, info.bitsError) === 'retry';
+    // A server-side refusal never loses local state: `bits resume ID` may try again once it is fixed.
+    this.resumable = true;
     this.request = info.request;
     this.url = info.url;
+    this.retryAfterMs = info.retryAfterMs;
+  }
+
+  override get disposition(): Disposition {
+    return this.transient ? 'retry' : 'fail';
   }
 
   static describe(info: ServerErrorInfo): string {
@@ -186,6 +224,10 @@ export class ServerError extends BitsError {
 /** 401/407 that the credentials given could not satisfy (§3.1.5.1.7). */
 export class AuthError extends ServerError {
   override readonly exitCode: ExitCode = ExitCode.AUTH;
+
+  override get disposition(): Disposition {
+    return 'fail';
+  }
 }
 
 /** The server's answer is not valid BITS/HTTP (BG_E_INVALID_SERVER_RESPONSE). */
@@ -221,10 +263,18 @@ export class InterruptedError extends BitsError {
     super(message);
     this.resumable = true;
   }
+
+  override get disposition(): Disposition {
+    return 'suspend';
+  }
 }
 
 export class CancelledError extends BitsError {
   readonly exitCode = ExitCode.CANCELLED;
+
+  override get disposition(): Disposition {
+    return 'cancel';
+  }
 }
 
 /** Maps any thrown value to a BitsError without losing information. */

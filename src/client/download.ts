@@ -27,6 +27,7 @@
  * no partial file, no resume and no segments, and a content change mid-way is
  * an error instead of a restart.
  */
+import { fsyncDirectoryAsync } from '../io/durable.js';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -1266,15 +1267,5 @@ async function sha256File(p: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** Makes the rename durable; not possible on every platform (Windows), so best effort. */
-async function syncDir(dir: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await fsp.open(dir, 'r');
-    await fh.sync();
-  } catch {
-    /* best effort */
-  } finally {
-    await fh?.close().catch(() => {});
-  }
-}
+/** Makes the rename durable (best effort where the platform cannot, io/durable.ts). */
+const syncDir = fsyncDirectoryAsync;

@@ -48,7 +48,7 @@ import {
   type DownloadResult,
 } from '../client/download.js';
 import { isSecretHeader, redactUrl, type DownloadCheckpoint, type Job, type JobError, type JobOptions, type JobState, type JobStore, type JsonObject, type UploadCheckpoint } from '../store/index.js';
-import { isProcessAlive } from '../store/durable.js';
+import { isProcessAlive } from '../store/process.js';
 import { isResumable, jobErrorFrom } from './lifecycle.js';
 import { claimJob, isOwnRunner, releaseJob, runnerAlive } from './running.js';
 import { onInterrupt, printFinal, type FinalState, type OutputOptions } from '../cli/run.js';

@@ -6,7 +6,7 @@
  */
 import os from 'node:os';
 import { UsageError } from '../errors.js';
-import { isProcessAlive } from '../store/durable.js';
+import { isProcessAlive } from '../store/process.js';
 import type { Job, JobPatch, JobStore } from '../store/index.js';
 
 /** A runner on another machine (a shared BITS_HOME) cannot be probed: trust it while it keeps updating the job. */

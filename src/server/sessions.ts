@@ -12,8 +12,8 @@
  * Durability rule: the received offset is never persisted as a number; it is the
  * request file's size, which only grows by fsynced, acknowledged fragments.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { fsyncDirectoryAsync, writeDurableAsync } from '../io/durable.js';
 import path from 'node:path';
 import { isGuid, normalizeGuid } from '../protocol/guid.js';
 
@@ -86,35 +86,11 @@ export function relativeReplyUrl(id: string): string {
 }
 
 /** fsyncs a directory so a rename or create inside it survives a crash (a no-op where unsupported). */
-export async function fsyncDir(dir: string): Promise<void> {
-  let fh;
-  try {
-    fh = await open(dir, 'r');
-    await fh.sync();
-  } catch {
-    // Some platforms (Windows) cannot open or fsync a directory; the rename itself is still atomic.
-  } finally {
-    await fh?.close().catch(() => {});
-  }
-}
+export const fsyncDir = fsyncDirectoryAsync;
 
-/** Writes JSON so a reader sees the old or the new content, never half of one: tmp + fsync + rename. */
+/** Writes JSON so a reader sees the old or the new content, never half of one (io/durable.ts). */
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(JSON.stringify(value, null, 2) + '\n', 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(path.dirname(file));
+  await writeDurableAsync(file, JSON.stringify(value, null, 2) + '\n', 0o644);
 }
 
 export async function saveSession(s: Session): Promise<void> {

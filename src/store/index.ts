@@ -39,5 +39,6 @@ export {
   type JsonObject,
   type StoreData,
 } from './job.js';
-export { isProcessAlive, writeDurable } from './durable.js';
+export { isProcessAlive } from './process.js';
+export { writeDurable } from '../io/durable.js';
 export type { LockOptions } from './lock.js';

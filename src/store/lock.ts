@@ -20,7 +20,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import crypto from 'node:crypto';
-import { isProcessAlive, sleep } from './durable.js';
+import { isProcessAlive, sleep } from './process.js';
 
 export interface LockOptions {
   /** Give up waiting after this long (default 15 s). */

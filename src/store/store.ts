@@ -20,7 +20,7 @@ import crypto from 'node:crypto';
 import Conf from 'conf';
 import { StoreError, UsageError } from '../errors.js';
 import { canTransition } from '../jobs/lifecycle.js';
-import { removeStaleTemps, writeDurable } from './durable.js';
+import { removeStaleTemps, writeDurable } from '../io/durable.js';
 import { acquireLock, LockTimeoutError, type LockOptions } from './lock.js';
 import {
   ID_ALPHABET,

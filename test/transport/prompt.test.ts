@@ -1,14 +1,14 @@
 /**
  * The password prompt on a real terminal: `script` gives the child a pty, we type
  * the password after the prompt appears, and check the terminal never showed it
- * (raw mode, no echo). The child runs our TypeScript transpiled on the fly.
+ * (raw mode, no echo). The child runs the built dist/ (npm test builds first).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import ts from 'typescript';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 const haveScript = spawnSync('script', ['--version']).status === 0;
@@ -16,17 +16,11 @@ let dir: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'bits-prompt-'));
-  for (const f of ['src/errors.ts', 'src/protocol/hresult.ts', 'src/transport/credentials.ts']) {
-    const out = ts.transpileModule(readFileSync(f, 'utf8'), { compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 } }).outputText;
-    const dest = join(dir, f.replace(/\.ts$/, '.js'));
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, out);
-  }
   writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
   writeFileSync(
     join(dir, 'driver.js'),
     `import { createHash } from 'node:crypto';
-import { resolveCredentials } from './src/transport/credentials.js';
+import { resolveCredentials } from ${JSON.stringify(pathToFileURL(resolve('dist/transport/credentials.js')).href)};
 try {
   const c = await resolveCredentials({ kind: 'prompt', user: 'CORP\\\\alice' }, { env: {} });
   process.stdout.write('RESULT ' + c.user + ' ' + createHash('sha256').update(c.password).digest('hex') + '\\n');

@@ -1,5 +1,6 @@
 /**
- * Crash-safe file replacement and small process helpers for the job store.
+ * Crash-safe file replacement: the one durable-write module of the job store,
+ * the upload server's session records and the download partial file's rename.
  *
  * Why not conf's own write: conf writes through `atomically`, which does
  * fsync the temporary file and rename it, but never fsyncs the directory (so
@@ -14,6 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
 
 /** Suffix of temporary files: `<file>.tmp-<pid>-<hex>`. */
 const TMP_INFIX = '.tmp-';
@@ -100,17 +102,39 @@ export function removeStaleTemps(file: string, minAgeMs = 60_000, infixes: reado
   }
 }
 
-/** Whether a process with this pid exists on this machine (EPERM means it exists but is not ours). */
-export function isProcessAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+/** fsyncs a directory so a rename or create inside it survives a crash (best effort where unsupported, as fsyncDirectory). */
+export async function fsyncDirectoryAsync(dir: string): Promise<void> {
+  let fh;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // Windows cannot open or fsync a directory; NTFS journals the rename itself.
+  } finally {
+    await fh?.close().catch(() => {});
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * writeDurable without blocking the event loop (the server answers other
+ * clients meanwhile): temp file beside the target, write, fsync, rename,
+ * fsync the directory. A reader sees the old content or the new, never half.
+ */
+export async function writeDurableAsync(file: string, data: string | Buffer, mode = 0o600): Promise<void> {
+  const tmp = `${file}${TMP_INFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  const fh = await open(tmp, 'wx', mode);
+  let renamed = false;
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+    renamed = true;
+  } finally {
+    if (!renamed) await rm(tmp, { force: true });
+  }
+  await fsyncDirectoryAsync(path.dirname(file));
 }
