@@ -21,10 +21,26 @@ export type TransferPhase =
   | 'suspended'
   | 'cancelling';
 
+export interface SegmentProgress {
+  /** 0-based segment number. */
+  index: number;
+  bytesDone: number;
+  totalBytes: number;
+  /** The source (origin or mirror) serving it now, when known. */
+  source?: string;
+}
+
 export type TransferEvent =
   | { type: 'start'; kind: TransferKind; jobId?: string; source: string; destination: string; totalBytes?: number; resumedAt?: number }
   | { type: 'phase'; phase: TransferPhase; detail?: string }
-  | { type: 'progress'; bytesDone: number; totalBytes?: number; segment?: number; segmentBytesDone?: number; segmentTotal?: number }
+  | {
+      type: 'progress';
+      /** What the server (upload) or the disk (download) holds: never beyond what was confirmed. */
+      bytesDone: number;
+      totalBytes?: number;
+      /** Downloads with segments: every segment's own progress, in segment order. */
+      segments?: SegmentProgress[];
+    }
   | { type: 'retry'; attempt: number; delayMs: number; reason: string }
   | { type: 'resync'; from: number; to: number }
   | { type: 'info'; message: string }

@@ -89,6 +89,16 @@ export interface HttpResponse {
   text(maxBytes?: number): Promise<string>;
 }
 
+/**
+ * What a driver needs of an HTTP stack: the seam that lets the upload and
+ * download drivers be tested exchange by exchange with a scripted transport
+ * (test/helpers/scripted-transport.ts), as tus-js-client's tests do.
+ */
+export interface Transport {
+  request(req: HttpRequest): Promise<HttpResponse>;
+  close(): Promise<void>;
+}
+
 type ResolvedOptions = Required<Pick<TransportOptions, 'requestTimeoutMs' | 'responseTimeoutMs' | 'connectTimeoutMs' | 'connections' | 'userAgent'>> & {
   headers: Record<string, string>;
 };
@@ -187,7 +197,7 @@ function isResendable(body: HttpRequest['body']): boolean {
   return body === undefined || typeof body === 'function' || typeof body === 'string' || body instanceof Uint8Array;
 }
 
-export class HttpTransport {
+export class HttpTransport implements Transport {
   readonly options: ResolvedOptions;
   private readonly pools = new Map<string, OriginPool>();
   /** Basic/Digest sessions that worked, by origin: sent pre-emptively on later requests. */

@@ -41,11 +41,13 @@ export async function runDemo(opts: Record<string, string | boolean | undefined>
         const prev = Math.floor((size * (i - 1)) / steps);
         const first = Math.min(segs - 1, Math.floor(prev / segSize));
         const last = Math.min(segs - 1, Math.floor((done - 1) / segSize));
+        const segments = [];
         for (let segment = first; segment <= last; segment++) {
           const segTotal = Math.min(segSize, size - segment * segSize);
           const segDone = Math.max(0, Math.min(segTotal, done - segment * segSize));
-          emit({ type: 'progress', bytesDone: done, totalBytes: size, segment, segmentBytesDone: segDone, segmentTotal: segTotal });
+          segments.push({ index: segment, bytesDone: segDone, totalBytes: segTotal });
         }
+        emit({ type: 'progress', bytesDone: done, totalBytes: size, segments });
       } else {
         emit({ type: 'progress', bytesDone: done, totalBytes: size });
       }

@@ -359,13 +359,13 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
       case 'progress': {
         if (e.totalBytes !== undefined) total = e.totalBytes;
         done = e.bytesDone;
-        if (e.segment !== undefined) {
-          let s = segments.get(e.segment);
-          if (!s) segments.set(e.segment, (s = { done: 0 }));
-          if (e.segmentBytesDone !== undefined) s.done = e.segmentBytesDone;
-          if (e.segmentTotal !== undefined) s.total = e.segmentTotal;
+        for (const seg of e.segments ?? []) {
+          let s = segments.get(seg.index);
+          if (!s) segments.set(seg.index, (s = { done: 0 }));
+          s.done = seg.bytesDone;
+          s.total = seg.totalBytes;
           begin();
-          ensureSegmentBar(e.segment, s);
+          ensureSegmentBar(seg.index, s);
         }
         // Bytes moving again after the countdown means the retry is over.
         if (retryUntil !== undefined && now >= retryUntil) {
