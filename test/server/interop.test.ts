@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ensureBuilt, serve, type Served } from '../e2e/e2e.js';
 import { makeTempDir, sha256 } from '../helpers/files.js';
@@ -116,6 +116,17 @@ describe('item 12: BITS-Error and BITS-Error-Code on every error answer', () => 
     const ok = await c.request(fragment('/e/a.bin', sid, 3, Buffer.from('def'), 6));
     expect(ok.status).toBe(200);
     expect([ok.headers['bits-error'], ok.headers['bits-error-code']]).toEqual([undefined, undefined]);
+    // … a 413 (fragment over --max-fragment-size; the connection closes) …
+    const c2 = await connect();
+    const sid2 = await createSession(c2, '/e/b.bin');
+    const big = await c2.request(fragment('/e/b.bin', sid2, 0, randomBytes(5000), 5000));
+    expect([big.status, big.headers['bits-error'], big.headers['bits-error-code']]).toEqual([413, undefined, undefined]);
+    // … and the 404 of §3.2.5.2.7 (the request entity was deleted).
+    const c3 = await connect();
+    const sid3 = await createSession(c3, '/e/c.bin');
+    await rm(path.join(root, 'e', 'BITS-Sessions', 'Requests', sid3, 'requestfile.bin'));
+    const gone = await c3.request(bitsRequest('/e/c.bin', 'Close-Session', { 'BITS-Session-Id': sid3 }));
+    expect([gone.status, gone.headers['bits-error'], gone.headers['bits-error-code']]).toEqual([404, undefined, undefined]);
     expect(c.ended).toBe(false);
   });
 
