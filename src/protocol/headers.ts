@@ -3,8 +3,23 @@
  * packet types and every header the protocol introduces. Pure: no I/O.
  */
 
+import { formatErrorContext, formatHresult } from './hresult.js';
+
 /** §2.2.1: every upload request is this HTTP extension method. */
 export const BITS_POST = 'BITS_POST';
+
+/**
+ * A `POST` carrying this header with the value `BITS_POST` is a BITS_POST: how OneDrive's
+ * BITS clients send it, and the way through proxies and firewalls that refuse unknown methods.
+ */
+export const METHOD_OVERRIDE_HEADER = 'X-Http-Method-Override';
+
+/** Whether a request is a BITS upload message: `BITS_POST`, or `POST` overridden to it (value case-insensitive). */
+export function isBitsPost(method: string, headers: Record<string, string | string[] | undefined>): boolean {
+  if (method === BITS_POST) return true;
+  if (method !== 'POST') return false;
+  return getHeader(headers, METHOD_OVERRIDE_HEADER)?.trim().toUpperCase() === BITS_POST;
+}
 
 /** §1.7.1 / §6 note 6: the one protocol this version of the spec defines. */
 export const PROTOCOL_GUID = '{7df0354d-249b-430f-820d-3d2a9bef4931}';
@@ -15,6 +30,8 @@ export const H = {
   PacketType: 'BITS-Packet-Type',
   SessionId: 'BITS-Session-Id',
   Error: 'BITS-Error',
+  // The Win32 SDK pages for the upload protocol (Ack for Fragment, …) name the HRESULT header so.
+  ErrorCode: 'BITS-Error-Code',
   ErrorContext: 'BITS-Error-Context',
   // §2.2.2.2 / §2.2.3.2
   SupportedProtocols: 'BITS-Supported-Protocols',
@@ -104,4 +121,14 @@ export function getHeader(
     if (want.includes(k.toLowerCase())) return Array.isArray(v) ? v.join(', ') : v;
   }
   return undefined;
+}
+
+/**
+ * The headers of an error answer (§2.2.1.2): the HRESULT under both names, MC-BUP's
+ * `BITS-Error` and the SDK pages' `BITS-Error-Code`, so a client that follows either
+ * document reads it, and the context.
+ */
+export function errorAnswerHeaders(hr: number, context: number): Record<string, string> {
+  const code = formatHresult(hr);
+  return { [H.Error]: code, [H.ErrorCode]: code, [H.ErrorContext]: formatErrorContext(context) };
 }

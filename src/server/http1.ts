@@ -89,8 +89,8 @@ import { Readable as ReadableStream } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { VERSION } from '../version.js';
 import { noteBufferChurn } from '../memory.js';
-import { BITS_POST, H } from '../protocol/headers.js';
-import { ErrorContext, HRESULT, formatErrorContext, formatHresult } from '../protocol/hresult.js';
+import { BITS_POST, H, errorAnswerHeaders, isBitsPost } from '../protocol/headers.js';
+import { ErrorContext, HRESULT } from '../protocol/hresult.js';
 
 const DEFAULTS = {
   maxHeadBytes: 64 * 1024,
@@ -129,8 +129,7 @@ function errorResponse(status: number, bits: boolean): Http1Response {
   if (bits) {
     // §3.2.5.2.3: malformed messages and a missing Content-Length both carry E_INVALIDARG, context 0x5.
     headers[H.PacketType] = 'Ack';
-    headers[H.Error] = formatHresult(HRESULT.E_INVALIDARG);
-    headers[H.ErrorContext] = formatErrorContext(ErrorContext.Server);
+    Object.assign(headers, errorAnswerHeaders(HRESULT.E_INVALIDARG, ErrorContext.Server));
   }
   return { status, headers, body: '', close: true };
 }
@@ -188,10 +187,10 @@ function parseContentLength(h: ParsedHead): number | undefined {
   if (raw.length === 0) return undefined;
   // Repeated identical values are tolerated (RFC 7230 §3.3.2); differing ones are not.
   const values = new Set(raw.flatMap((v) => v.split(',').map((s) => s.trim())));
-  if (values.size !== 1) throw new HttpError(400, 'conflicting Content-Length', h.method === BITS_POST);
+  if (values.size !== 1) throw new HttpError(400, 'conflicting Content-Length', isBitsPost(h.method, h.headers));
   const v = [...values][0]!;
   if (!/^\d{1,16}$/.test(v) || !Number.isSafeInteger(Number(v))) {
-    throw new HttpError(400, 'invalid Content-Length', h.method === BITS_POST);
+    throw new HttpError(400, 'invalid Content-Length', isBitsPost(h.method, h.headers));
   }
   return Number(v);
 }
@@ -674,8 +673,8 @@ class Connection {
       contentLength = parseContentLength(parsed);
       if (parsed.headers['transfer-encoding'] !== undefined) {
         // We cannot frame a chunked body we refuse to decode, so answer and close.
-        if (contentLength !== undefined) throw new HttpError(400, 'both Transfer-Encoding and Content-Length', parsed.method === BITS_POST);
-        throw new HttpError(411, 'Content-Length required', parsed.method === BITS_POST);
+        if (contentLength !== undefined) throw new HttpError(400, 'both Transfer-Encoding and Content-Length', isBitsPost(parsed.method, parsed.headers));
+        throw new HttpError(411, 'Content-Length required', isBitsPost(parsed.method, parsed.headers));
       }
     } catch (err) {
       if (!(err instanceof HttpError)) throw err;

@@ -8,7 +8,7 @@ import { UploadServer } from './upload-server.js';
 import { DownloadServer } from './download-server.js';
 import { checkBasicAuth, type BasicCredentials } from './auth.js';
 import { DEFAULT_DIRECTORY_CONFIG, DEFAULT_LIMITS, type DirectoryConfig, type ServerConfig, type ServerLimits } from './config.js';
-import { BITS_POST } from '../protocol/headers.js';
+import { BITS_POST, isBitsPost } from '../protocol/headers.js';
 
 export interface ServeOptions {
   /** Served folder: every URL path maps below it. */
@@ -57,7 +57,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         return denied;
       }
     }
-    if (req.method === BITS_POST) return uploads.handle(req);
+    if (isBitsPost(req.method, req.headers)) return uploads.handle(req);
     if (req.method === 'GET' || req.method === 'HEAD') return downloads.handle(req);
     await req.discardBody();
     return { status: 405, headers: { Allow: `GET, HEAD, ${BITS_POST}` }, body: '' };

@@ -4,13 +4,22 @@
  * upload-reply directories.
  *
  * Choices where the spec leaves room (all documented in the README's server section):
- * - A missing Content-Length gets 411 (the spec's SHOULD; Windows sends 400, §6 note 23).
+ * - A FRAGMENT without Content-Length gets 411 (the spec's SHOULD; Windows sends 400, §6 note 23). The
+ *   bodiless packets are accepted without one: RFC 7230 §3.3.3 gives a request with neither
+ *   Content-Length nor Transfer-Encoding a zero-length body, and a published Python client relies on it.
  * - A FRAGMENT that starts before the received offset and extends past it gets 416 with the
  *   received offset (as IIS does); one that ends at or before it gets a 200 Ack with the current
  *   offset (an idempotent resend). Neither touches the file.
  * - A 416 carries no BITS-Error: the §2.2.1.2 table gives it HRESULT 0 (it is a resync, not an error).
  * - CLOSE-SESSION on a session that received no fragment commits a 0-byte entity (clients send
- *   CREATE-SESSION then CLOSE-SESSION for empty files).
+ *   CREATE-SESSION then CLOSE-SESSION for empty files). An empty FRAGMENT that declares a 0-byte
+ *   entity (`bytes *\/0`, or the `0-0/0` and `0--1/0` a naive §3.1.5.1.4 client writes) is its
+ *   only fragment: acknowledged with offset 0, then committed by CLOSE-SESSION like any other.
+ * - Error answers carry the HRESULT as both BITS-Error (MC-BUP) and BITS-Error-Code (the SDK pages).
+ * - BITS-Session-Id is echoed, exactly as the request spelled it, on every answer to a request that
+ *   carried one (§2.2.1.2: MUST on a 200, the request's value where an error answer has it), though
+ *   IIS's FRAGMENT and CLOSE-SESSION Acks in §4 omit it; a PING Ack without one has none, as in §4.
+ * - `POST` with `X-Http-Method-Override: BITS_POST` is a BITS_POST (routed in index.ts).
  * - More than limits.maxSessions sessions: CREATE-SESSION gets 500 with E_OUTOFMEMORY.
  * - The response entity is deleted at CLOSE-SESSION (§3.2.5.2.7), so a client fetches the reply
  *   before closing, as the §4.2 capture shows.
@@ -40,10 +49,17 @@ import {
   type Session,
   type SessionRecord,
 } from './sessions.js';
-import { H, PROTOCOL_GUID, PacketType, parsePacketType, parseSupportedProtocols } from '../protocol/headers.js';
+import {
+  H,
+  PROTOCOL_GUID,
+  PacketType,
+  errorAnswerHeaders,
+  parsePacketType,
+  parseSupportedProtocols,
+} from '../protocol/headers.js';
 import { isGuid, newSessionId, normalizeGuid, sameGuid } from '../protocol/guid.js';
-import { ErrorContext, HRESULT, formatErrorContext, formatHresult } from '../protocol/hresult.js';
-import { formatReceivedContentRange, parseContentRange } from '../protocol/content-range.js';
+import { ErrorContext, HRESULT } from '../protocol/hresult.js';
+import { formatReceivedContentRange, parseContentRange, parseUnsatisfiedContentRange } from '../protocol/content-range.js';
 
 export interface UploadServerOptions {
   root: string;
@@ -74,7 +90,7 @@ function ack(extra: Record<string, string> = {}, sessionId?: string): Http1Respo
   return { status: 200, headers: { ...ackHeaders(sessionId), ...extra }, body: '' };
 }
 
-/** §2.2.1.2 error answer: the status, BITS-Error as IIS writes it (`0x8020001F`) and the context. */
+/** §2.2.1.2 error answer: the status, the HRESULT as IIS writes it (`0x8020001F`) and the context. */
 function bitsError(
   status: number,
   hr: number,
@@ -84,8 +100,7 @@ function bitsError(
     status,
     headers: {
       ...ackHeaders(opts.sessionId),
-      [H.Error]: formatHresult(hr),
-      [H.ErrorContext]: formatErrorContext(opts.context ?? ErrorContext.Server),
+      ...errorAnswerHeaders(hr, opts.context ?? ErrorContext.Server),
       ...(opts.extra ?? {}),
     },
     body: '',
@@ -172,6 +187,16 @@ function writeBody(body: Readable, write: (bufs: Buffer[], bytes: number) => Pro
       pump();
     }, fail);
   });
+}
+
+/**
+ * An empty FRAGMENT's Content-Range for a 0-byte entity. RFC 7233 can only write it as
+ * `bytes *\/0`; clients that apply §3.1.5.1.4's "START to START+LENGTH-1" literally write
+ * `0--1/0`, and `0-0/0` is another guess clients make.
+ */
+function declaresEmptyEntity(contentRange: string | undefined): boolean {
+  if (contentRange === undefined) return false;
+  return parseUnsatisfiedContentRange(contentRange) === 0 || /^\s*bytes\s+0\s*-\s*(?:0|-1)\s*\/\s*0\s*$/i.test(contentRange);
 }
 
 function isDiskFullError(err: unknown): boolean {
@@ -269,9 +294,9 @@ export class UploadServer {
         res = bitsError(500, HRESULT.E_FAIL);
       }
     }
-    const sid = req.headers['bits-session-id'];
-    if (res.headers && sid && isGuid(sid) && !(H.SessionId in res.headers) && res.status !== 200) {
-      // §2.2.1.2: error answers MAY echo the session id; when they do it is the request's.
+    const sid = req.headers['bits-session-id']?.trim();
+    if (res.headers && sid && isGuid(sid) && parsePacketType(req.headers['bits-packet-type']) !== PacketType.CreateSession) {
+      // §2.2.1.2: MUST on a 200, MAY on an error answer, and then the request's value: as the client spelled it.
       res.headers[H.SessionId] = sid;
     }
     this.options.log(
@@ -286,10 +311,11 @@ export class UploadServer {
   }
 
   private async dispatch(req: Http1Request): Promise<Http1Response> {
-    // §3.2.5.2.3: Content-Length is mandatory on every request.
-    if (req.contentLength === undefined) fail(411, HRESULT.E_INVALIDARG);
     const type = parsePacketType(req.headers['bits-packet-type']);
     if (type === undefined || type === PacketType.Ack) fail(400, HRESULT.E_INVALIDARG);
+    // §3.2.5.2.3 wants Content-Length on every request, but without it (and without Transfer-Encoding,
+    // which http1 refuses) the body is empty (RFC 7230 §3.3.3): only a FRAGMENT's length is its content.
+    if (req.contentLength === undefined && type === PacketType.Fragment) fail(411, HRESULT.E_INVALIDARG);
 
     let segs: string[];
     try {
@@ -304,7 +330,7 @@ export class UploadServer {
 
     if (type !== PacketType.Fragment && (req.contentLength ?? 0) > 0) {
       // §2.2.2.3 and siblings: only FRAGMENT carries a body.
-      fail(400, HRESULT.E_INVALIDARG, { close: req.contentLength > 64 * 1024 });
+      fail(400, HRESULT.E_INVALIDARG, { close: (req.contentLength ?? 0) > 64 * 1024 });
     }
 
     switch (type) {
@@ -428,6 +454,7 @@ export class UploadServer {
 
   private async fragment(req: Http1Request, s: Session, cfg: DirectoryConfig): Promise<Http1Response> {
     const length = req.contentLength!;
+    if (length === 0 && declaresEmptyEntity(req.headers['content-range'])) return this.emptyEntityFragment(s, cfg);
     const range = parseContentRange(req.headers['content-range']);
     // §3.2.5.2.6 / RFC 2616 §14.16: the range must be complete, and match the body.
     if (!range || range.total === undefined) fail(400, HRESULT.E_INVALIDARG);
@@ -477,6 +504,21 @@ export class UploadServer {
       rec.lastActivity = Date.now();
       if (s.received === total) return this.complete(s, cfg);
       return this.fragmentAck(s);
+    });
+  }
+
+  /** The one FRAGMENT of a 0-byte entity: nothing to write, the entity is complete. */
+  private emptyEntityFragment(s: Session, cfg: DirectoryConfig): Promise<Http1Response> {
+    return this.withLock(s, async () => {
+      if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
+      const rec = s.record;
+      if (rec.totalLength !== undefined && rec.totalLength !== 0) fail(400, HRESULT.E_INVALIDARG);
+      if (rec.totalLength === undefined) {
+        rec.totalLength = 0;
+        await saveSession(s);
+      }
+      rec.lastActivity = Date.now();
+      return this.complete(s, cfg);
     });
   }
 

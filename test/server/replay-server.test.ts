@@ -64,6 +64,7 @@ function expectLikeCapture(ours: RawResponse, captured: Buffer, sessionId?: stri
     else expect({ [k]: ours.headers[k] }).toEqual({ [k]: v });
   }
   expect(ours.headers['bits-error']).toBeUndefined();
+  expect(ours.headers['bits-error-code']).toBeUndefined();
 }
 
 async function tempRoot(): Promise<string> {

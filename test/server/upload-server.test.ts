@@ -87,6 +87,8 @@ function expectError(r: RawResponse, status: number, hr: string, ctx = '0x5'): v
     error: hr,
     ctx,
   });
+  // Both names of the HRESULT header: MC-BUP's BITS-Error and the SDK pages' BITS-Error-Code.
+  expect(r.headers['bits-error-code']).toBe(hr);
   expect(r.headers['bits-packet-type']).toBe('Ack');
   expect(r.headers['content-length']).toBe('0');
 }
@@ -432,18 +434,25 @@ describe('upload server: every error answer', () => {
     expect((await b.close(sid)).status).toBe(200);
   });
 
-  test('a missing Content-Length gets 411 with E_INVALIDARG', async () => {
+  test('a FRAGMENT without Content-Length gets 411 with E_INVALIDARG (bodiless packets need none)', async () => {
     const root = await tempRoot();
     const srv = await serve(root);
     const b = await Bits.open(srv, '/u/x');
+    const sid = await b.session();
     const r = await b.conn.request(
-      buildRequest('BITS_POST', '/u/x', { 'BITS-Packet-Type': 'Ping' }, undefined, { noContentLength: true }),
+      buildRequest('BITS_POST', '/u/x', { 'BITS-Packet-Type': 'Fragment', 'BITS-Session-Id': sid, 'Content-Range': 'bytes 0-2/3' }, undefined, {
+        noContentLength: true,
+      }),
     );
     expectError(r, 411, E_INVALIDARG);
+    // RFC 7230 §3.3.3: no Content-Length and no Transfer-Encoding is an empty body (test/server/interop.test.ts).
+    const ping = await b.conn.request(buildRequest('BITS_POST', '/u/x', { 'BITS-Packet-Type': 'Ping' }, undefined, { noContentLength: true }));
+    expect(ping.status).toBe(200);
   });
 
   test('destinations that are folders, the root, or escape the root are refused', async () => {
-    const root = await tempRoot();
+    // The root's parent is private too: an escape to `../x` must not be confused with another process's /tmp/x.
+    const root = path.join(await tempRoot(), 'root');
     await mkdir(path.join(root, 'u', 'folder'), { recursive: true });
     const srv = await serve(root);
     const b = await Bits.open(srv, '/u/folder');
