@@ -96,6 +96,30 @@ describe.concurrent('issue 11: servers that never let an upload progress end wit
   }, 60_000);
 });
 
+describe('issue 11: one failure policy', () => {
+  it('a 503 with Retry-After: 2 waits 2 s (measured between the requests), then PING and the same FRAGMENT', async () => {
+    const at: number[] = [];
+    let busy = false;
+    const p = await peer({
+      override: (q) => {
+        at.push(Date.now());
+        if (!busy && q.type === 'fragment' && q.range!.start === FRAG) {
+          busy = true;
+          return { status: 503, headers: { 'Retry-After': '2' } };
+        }
+        return undefined;
+      },
+    });
+    const r = await upload(p, 'later.bin');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/retrying in 2s/);
+    const i = p.requests.findIndex((q) => q.type === 'fragment' && q.range!.start === FRAG);
+    expect(p.requests.slice(i, i + 3).map((q) => q.type)).toEqual(['fragment', 'ping', 'fragment']);
+    expect(at[i + 1]! - at[i]!).toBeGreaterThanOrEqual(2000);
+    expect(sha256(p.files.get('/up/later.bin')!)).toBe(await sha256File(file));
+  }, 60_000);
+});
+
 describe('issue 11: (e) a server that acknowledges bytes never sent', () => {
   it('is a protocol error: exit 7, never success', async () => {
     const p = await peer({ override: (q, self) => (q.type === 'fragment' ? self.ack({ 'BITS-Received-Content-Range': String(SIZE) }) : undefined) });
