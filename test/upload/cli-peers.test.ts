@@ -68,6 +68,7 @@ describe.concurrent('issue 11: servers that never let an upload progress end wit
     expect(r.stderr).toMatch(/no progress for 8 s/);
     expect(r.ms).toBeLessThan(30_000);
     // Before the fix: ~10,000 requests a minute. Now the retry delay paces every try after the resync limit.
+    console.log(`(a) resync to 0: exit ${r.code} after ${r.ms} ms, ${p.requests.length} requests`);
     expect(p.requests.length).toBeLessThan(100);
   }, 60_000);
 
@@ -83,6 +84,7 @@ describe.concurrent('issue 11: servers that never let an upload progress end wit
     expect(r.stderr).toMatch(/no progress for 8 s/);
     expect(r.ms).toBeLessThan(30_000);
     // Before the fix: ~3,600 new sessions a minute.
+    console.log(`(b) session lost forever: exit ${r.code} after ${r.ms} ms, ${p.requests.length} requests, ${count(p, 'create-session')} sessions`);
     expect(count(p, 'create-session')).toBeLessThan(15);
   }, 60_000);
 
@@ -92,6 +94,7 @@ describe.concurrent('issue 11: servers that never let an upload progress end wit
     expect(r.code, r.stderr).toBe(4);
     expect(r.stderr).toMatch(/no progress for 8 s/);
     expect(r.ms).toBeLessThan(30_000);
+    console.log(`(c) FRAGMENT never answered: exit ${r.code} after ${r.ms} ms`);
     expect(count(p, 'fragment')).toBe(1);
   }, 60_000);
 });
