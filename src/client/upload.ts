@@ -209,7 +209,8 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
 
   const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, connections: 1 });
   const buffers = new FragmentBuffers(opts.file);
-  const resumedAt = opts.resume ? step.state.bytesTransferred : undefined;
+  // A checkpoint without a session (a job stopped before CREATE-SESSION) starts from scratch: nothing to resume at.
+  const resumedAt = opts.resume && step.state.bitsSessionId !== null ? step.state.bytesTransferred : undefined;
   emit({ type: 'start', kind: 'upload', source: opts.file, destination, totalBytes: src.size, ...(resumedAt !== undefined ? { resumedAt } : {}) });
 
   const deadline = new ProgressDeadline(opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS, step.state.highWaterMark, now, opts.signal);
