@@ -1,87 +1,66 @@
 /**
  * The upload client: runs the pure HTTPUploader of src/protocol/uploader.ts
- * (MC-BUP §3.1) over HttpTransport, playing the "higher-layer protocol" of the
- * spec: it reads the source file, retries transient errors with backoff
+ * (MC-BUP §3.1) over a Transport, playing the "higher-layer protocol" of the
+ * spec: it reads the source file, waits and resumes after transient errors
  * (§3.1.4.3 resume = PING, then FRAGMENT), downloads the reply (§3.1.5.1.8),
  * saves checkpoints for the job store and turns the machine's errors into the
  * typed errors of src/errors.ts.
  *
+ * Retrying is the one policy: what a failure means is src/protocol/failure.ts
+ * (through BitsError.disposition), the wait and the no-progress deadline are
+ * src/client/retry.ts. The deadline is measured against the high-water mark and
+ * its signal goes to every request, so it ends a connect, a body being sent, a
+ * wait for a response and a body being read alike.
+ *
  * One keep-alive connection per host (connections: 1), as Windows does: a
  * BITS session may be tied to its TCP connection (NTLM always is).
+ *
+ * Helpers: upload/messages.ts (request headers), upload/fragments.ts (reading
+ * the source), upload/errors.ts (typed errors), upload/reply.ts (the reply GET).
  */
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable, type Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  AuthError,
-  BitsError,
-  InterruptedError,
-  LocalFileError,
-  ProtocolError,
-  ServerError,
-  SourceChangedError,
-  TimeoutError,
-  TlsError,
-  TransportError,
-  type ServerErrorInfo,
-} from '../errors.js';
-import { HttpTransport, type RequestBody, type TransportOptions } from '../transport/http.js';
+import type { Readable } from 'node:stream';
+import { BitsError, InterruptedError, toBitsError } from '../errors.js';
+import { assertSourceUnchanged, statSourceFile, type SourceIdentity } from '../io/source-file.js';
 import { classifyAck } from '../protocol/ack.js';
-import { H, PROTOCOL_GUID, WIRE_PACKET_TYPE } from '../protocol/headers.js';
-import { formatContentRange } from '../protocol/content-range.js';
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../protocol/failure.js';
 import { encodeContentName } from '../protocol/validate.js';
 import { parseDestinationUrl } from '../protocol/urls.js';
 import {
   createUploader,
   next,
   restoreUploader,
-  retryDelayMs,
   snapshot,
   type HttpUploader,
   type SendAction,
   type Step,
-  type UploadErrorInfo,
+  type UploadCheckpoint,
   type UploaderNote,
   type UploaderOutcome,
 } from '../protocol/uploader.js';
+import { upgradeUploadCheckpoint } from '../store/job.js';
+import { HttpTransport, type RequestBody, type Transport, type TransportOptions } from '../transport/http.js';
 import type { TransferEvent, TransferListener } from './events.js';
+import { ProgressDeadline, RetryBudget } from './retry.js';
+import { errorFromInfo } from './upload/errors.js';
+import { BUFFERED_FRAGMENT_MAX, bufferBody, FragmentBuffers, fragmentBody } from './upload/fragments.js';
+import { bitsRequestHeaders, PHASE_OF } from './upload/messages.js';
+import { getReply } from './upload/reply.js';
+
+export type { UploadCheckpoint } from '../protocol/uploader.js';
+export { bitsRequestHeaders } from './upload/messages.js';
+export { BUFFERED_FRAGMENT_MAX } from './upload/fragments.js';
 
 /** Default FRAGMENT-LENGTH: within Windows' 5 KB–13 MB (§6 note 10) and large enough that loopback is disk-bound. */
 export const DEFAULT_FRAGMENT_SIZE = 8 * 1024 * 1024;
 /**
- * Give up after this long without a single acknowledged byte (Windows' BITS
- * default no-progress timeout is 14 days; an interactive CLI should not hang
- * that long — the job stays resumable).
+ * Give up after this long without a single byte confirmed beyond the
+ * high-water mark (Windows' BITS default no-progress timeout is 14 days; an
+ * interactive CLI should not hang that long — the job stays resumable).
  */
 export const DEFAULT_NO_PROGRESS_TIMEOUT_MS = 5 * 60_000;
-export const DEFAULT_RETRY_BASE_MS = 500;
-export const DEFAULT_RETRY_MAX_MS = 30_000;
-
-/** Everything needed to resume an upload in another process; the job store persists it. */
-export interface UploadCheckpoint {
-  /** Destination URL as given (origin host). */
-  destination: string;
-  /** BITS-Session-Id, null before CREATE-SESSION succeeded. */
-  sessionId: string | null;
-  /** BITS-Host-Id in use, null if none (or after falling back to the origin). */
-  hostId: string | null;
-  /** BITS-Host-Id-Fallback-Timeout in seconds (0xFFFFFFFF = infinite). */
-  hostIdFallbackTimeout: number;
-  /** When the host-id fallback timer fires (epoch ms), null when not running. */
-  hostIdFallbackDeadline: number | null;
-  /** Bytes the server has confirmed (BITS-Received-Content-Range). */
-  offset: number;
-  fragmentSize: number;
-  /** Reply URL (resolved, absolute) once the last Ack carried one. */
-  replyUrl: string | null;
-  sourceSize: number;
-  sourceMtimeMs: number;
-  /** Content-Name sent. */
-  contentName: string;
-}
+/** How long cancelUpload keeps retrying a CANCEL-SESSION that failed transiently. */
+export const DEFAULT_CANCEL_TIMEOUT_MS = 5_000;
 
 export interface UploadOptions {
   /** Local source file. */
@@ -95,13 +74,17 @@ export interface UploadOptions {
   replyFile?: string;
   /** Upload-reply mode: a final Ack without BITS-Reply-URL is an error (§3.1.5.2.4). */
   requireReply?: boolean;
-  /** Give up after this long without an acknowledged byte (TimeoutError 'no-progress'). */
+  /** Give up (TimeoutError 'no-progress', resumable) after this long without a byte confirmed beyond the high-water mark. */
   noProgressTimeoutMs?: number;
+  /** First retry delay and largest one (src/protocol/failure.ts DEFAULT_RETRY_POLICY: 1 s, 30 s). */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  /** BG_E_SESSION_NOT_FOUND restarts allowed in a row without progress (default 3). */
+  /** BG_E_SESSION_NOT_FOUND restarts made at once without progress before they wait for the retry delay (default 3). */
   maxSessionRestarts?: number;
   transport?: TransportOptions;
+  /** The HTTP stack itself (tests: test/helpers/scripted-transport.ts); `transport` is then unused. Not closed by the upload. */
+  httpTransport?: Transport;
+  /** A checkpoint to continue from (also a job record of the previous release, see upgradeUploadCheckpoint). */
   resume?: UploadCheckpoint;
   /** Called (and awaited) after CREATE-SESSION and after every acknowledged fragment. */
   onCheckpoint?: (cp: UploadCheckpoint) => void | Promise<void>;
@@ -125,270 +108,90 @@ export interface UploadResult {
   retries: number;
 }
 
-interface SourceInfo {
-  size: number;
-  mtimeMs: number;
-}
-
-async function statSource(file: string): Promise<SourceInfo> {
-  let st;
-  try {
-    st = await fsp.stat(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new LocalFileError(`${file}: no such file`, file, { cause: e });
-    if (code === 'EACCES' || code === 'EPERM') throw new LocalFileError(`${file}: permission denied`, file, { cause: e });
-    throw new LocalFileError(`${file}: ${(e as Error).message}`, file, { cause: e });
-  }
-  if (!st.isFile()) throw new LocalFileError(`${file}: not a regular file`, file);
-  return { size: st.size, mtimeMs: st.mtimeMs };
-}
-
-/** Checks the source has not changed since the upload began (BG_E_LOCAL_FILE_CHANGED). */
-async function assertUnchanged(file: string, src: SourceInfo): Promise<void> {
-  let st;
-  try {
-    st = await fsp.stat(file);
-  } catch {
-    throw new SourceChangedError(`${file} was removed during the upload`, 'local');
-  }
-  if (st.size !== src.size || st.mtimeMs !== src.mtimeMs) {
-    throw new SourceChangedError(
-      `${file} changed during the upload (size ${src.size} -> ${st.size}${st.mtimeMs !== src.mtimeMs ? ', modified' : ''}); cancel the job and upload again`,
-      'local',
-    );
-  }
-}
-
-function toCheckpoint(u: HttpUploader, src: SourceInfo): UploadCheckpoint {
-  const s = snapshot(u);
+function retryPolicy(opts: { retryBaseMs?: number; retryMaxMs?: number }): RetryPolicy {
   return {
-    destination: u.entity.destination,
-    sessionId: s.bitsSessionId,
-    hostId: s.bitsHostId,
-    hostIdFallbackTimeout: s.bitsHostIdFallbackTimeout,
-    hostIdFallbackDeadline: s.hostIdFallbackDeadline,
-    offset: s.bytesTransferred,
-    fragmentSize: s.fragmentSize,
-    replyUrl: s.replyUrl,
-    sourceSize: src.size,
-    sourceMtimeMs: src.mtimeMs,
-    contentName: u.entity.sourceEntityName,
+    ...DEFAULT_RETRY_POLICY,
+    ...(opts.retryBaseMs !== undefined ? { baseMs: opts.retryBaseMs } : {}),
+    ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs } : {}),
   };
 }
 
-function fromCheckpoint(cp: UploadCheckpoint, opts: { requireReply: boolean; minFragmentSize?: number; maxSessionRestarts?: number }): HttpUploader {
-  return restoreUploader(
-    { destination: cp.destination, sourceEntityName: cp.contentName, sourceEntitySize: cp.sourceSize },
-    { fragmentSize: cp.fragmentSize, requireReply: opts.requireReply, minFragmentSize: opts.minFragmentSize, maxSessionRestarts: opts.maxSessionRestarts },
-    {
-      bitsSessionId: cp.sessionId,
-      bitsHostId: cp.hostId,
-      bitsHostIdFallbackTimeout: cp.hostIdFallbackTimeout,
-      hostIdFallbackDeadline: cp.hostIdFallbackDeadline,
-      bytesTransferred: cp.offset,
-      fragmentSize: cp.fragmentSize,
-      replyUrl: cp.replyUrl,
-    },
+/** The checkpoint of an upload that has no session yet: what a job store writes before the first request. */
+export async function newUploadCheckpoint(file: string, fragmentSize = DEFAULT_FRAGMENT_SIZE): Promise<UploadCheckpoint> {
+  const src = await statSourceFile(file);
+  return snapshot(
+    createUploader(
+      { destination: 'http://localhost/', sourceEntityName: encodeContentName(basename(file)), sourceEntitySize: src.size, sourceMtimeMs: src.mtimeMs },
+      { fragmentSize },
+    ),
   );
 }
 
-/** Request headers of a BITS message, spelled as a Windows client spells them (§4). */
-export function bitsRequestHeaders(a: SendAction): Record<string, string> {
-  const h: Record<string, string> = { Accept: '*/*', [H.PacketType]: WIRE_PACKET_TYPE[a.type] };
-  switch (a.type) {
-    case 'CREATE-SESSION':
-      h[H.SupportedProtocols] = PROTOCOL_GUID;
-      h[H.ContentName] = a.contentName;
-      h[H.ContentLength] = '0';
-      break;
-    case 'PING':
-      // §4.1-06 / §4.2-12: a PING carries no session id.
-      h[H.ContentLength] = '0';
-      break;
-    case 'FRAGMENT':
-      h[H.SessionId] = a.sessionId;
-      h[H.ContentName] = a.contentName; // §6 note 11: Windows sends it with every fragment
-      h[H.ContentRange] = formatContentRange(a.offset, a.length, a.total);
-      h[H.ContentLength] = String(a.length);
-      break;
-    case 'CLOSE-SESSION':
-      h[H.SessionId] = a.sessionId;
-      h[H.ContentName] = a.contentName;
-      h[H.ContentLength] = '0';
-      break;
-    case 'CANCEL-SESSION':
-      h[H.SessionId] = a.sessionId;
-      h[H.ContentLength] = '0';
-      break;
+/** The uploader to run: a new one, or one restored from a checkpoint after checking the source is the same file. */
+async function initialStep(opts: UploadOptions, destination: string, src: SourceIdentity, now: number): Promise<Step> {
+  const requireReply = opts.requireReply ?? opts.replyFile !== undefined;
+  const machine = { requireReply, minFragmentSize: opts.minFragmentSize, maxSessionRestarts: opts.maxSessionRestarts };
+  const fragmentSize = opts.fragmentSize ?? DEFAULT_FRAGMENT_SIZE;
+  const contentName = encodeContentName(basename(opts.file));
+  const cp = opts.resume ? upgradeUploadCheckpoint(opts.resume) : undefined;
+  if (cp) {
+    // Never mix bytes of two versions of a file into one session.
+    await assertSourceUnchanged(opts.file, { size: cp.sourceEntitySize, mtimeMs: cp.sourceMtimeMs });
+    const u = restoreUploader(destination, { ...cp, sourceEntityName: cp.sourceEntityName || contentName }, { ...machine, fragmentSize });
+    return next(u, { type: 'resume' }, now);
   }
-  return h;
+  const u = createUploader(
+    { destination, sourceEntityName: contentName, sourceEntitySize: src.size, sourceMtimeMs: src.mtimeMs },
+    { ...machine, fragmentSize },
+  );
+  return next(u, { type: 'start' }, now);
 }
 
-const PHASE_OF: Record<SendAction['type'], TransferEvent & { type: 'phase' }> = {
-  'CREATE-SESSION': { type: 'phase', phase: 'creating-session' },
-  PING: { type: 'phase', phase: 'pinging' },
-  FRAGMENT: { type: 'phase', phase: 'transferring' },
-  'CLOSE-SESSION': { type: 'phase', phase: 'closing' },
-  'CANCEL-SESSION': { type: 'phase', phase: 'cancelling' },
-};
-
-function isTransientTransport(e: unknown): boolean {
-  if (e instanceof TlsError) return false;
-  return e instanceof TransportError; // includes TimeoutError
-}
-
-/** Builds the typed error the user sees from what §3.1.5.1.7 returned. */
-function errorFromInfo(info: UploadErrorInfo, transportError: unknown): BitsError {
-  if (info.httpStatus === 0 && transportError instanceof BitsError && info.kind !== 'protocol') return transportError;
-  const sinfo: ServerErrorInfo = {
-    httpStatus: info.httpStatus,
-    bitsError: info.bitsError,
-    bitsErrorContext: info.bitsErrorContext,
-    request: info.request,
-    url: info.url,
-    transient: info.kind === 'transient',
-  };
-  switch (info.kind) {
-    case 'auth':
-      return new AuthError(sinfo);
-    case 'protocol': {
-      const where = info.request ? ` to ${info.request}` : '';
-      const status = info.httpStatus ? ` (HTTP ${info.httpStatus})` : '';
-      return new ProtocolError(`invalid server response${where}${status}: ${info.message ?? 'not a BITS Ack'}`, {
-        httpStatus: info.httpStatus || undefined,
-      });
-    }
-    default:
-      if (info.httpStatus === 0) return new TransportError(info.message ?? 'transfer failed', { hresult: info.hresult });
-      return new ServerError(sinfo, info.message ? `${ServerError.describe(sinfo)} (${info.message})` : undefined);
+/** The one-line description of each uploader note, as the user sees it. */
+function noteEvent(n: UploaderNote, origin: string): TransferEvent {
+  switch (n.type) {
+    case 'resync':
+      return { type: 'resync', from: n.from, to: n.to };
+    case 'host-id':
+      return {
+        type: 'info',
+        message: `server redirects this upload to host ${n.hostId}${n.fallbackSeconds !== null ? ` (fallback to the origin after ${n.fallbackSeconds} s without progress)` : ''}`,
+      };
+    case 'host-fallback':
+      return { type: 'phase', phase: 'waiting-host-fallback', detail: `host ${n.hostId} made no progress; falling back to ${origin}` };
+    case 'fragment-size':
+      return { type: 'info', message: `server refused a fragment as too large (413); fragment size ${n.from} -> ${n.to} bytes` };
+    case 'session-restart':
+      return { type: 'warning', message: `the server lost the upload session (BG_E_SESSION_NOT_FOUND); restarting from byte 0 (${n.count})` };
+    case 'warning':
+      return { type: 'warning', message: n.message };
   }
 }
 
 /**
- * Fragments up to this size are read whole into one of two reused buffers (see
- * FragmentBuffers); larger ones are streamed from the file.
+ * Issue 12.11: an empty file is CREATE-SESSION then CLOSE-SESSION — a
+ * zero-length FRAGMENT cannot be written (§2.2.6.1 Content-Range), and
+ * §3.1.5.1.4 sends none when FRAGMENT-START-OFFSET already equals the size.
+ * `bits serve` and IIS create the file on CLOSE-SESSION; some third-party
+ * servers create files only on a FRAGMENT. No Ack says which, so ask once
+ * (HEAD) and warn when the server does not show a 0-byte entity.
  */
-export const BUFFERED_FRAGMENT_MAX = 16 * 1024 * 1024;
-/** Size of the views a buffered fragment is handed to the transport in (progress granularity). */
-const BODY_SLICE = 1024 * 1024;
-
-/** Streams bytes [offset, offset+length) of the file, reporting how many went out. */
-function fragmentBody(file: string, offset: number, length: number, onBytes: (n: number) => void): Readable {
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      onBytes(chunk.length);
-      cb(null, chunk);
-    },
+async function confirmEmptyEntity(transport: Transport, destination: string, signal: AbortSignal, emit: (e: TransferEvent) => void): Promise<void> {
+  let why: string;
+  try {
+    const res = await transport.request({ method: 'HEAD', url: new URL(destination), headers: { Accept: '*/*' }, signal });
+    await res.discard();
+    const len = res.headers['content-length'];
+    if (res.status === 200 && (len === undefined || len.trim() === '0')) return;
+    why = `HEAD answers HTTP ${res.status}${res.status === 200 ? ` with Content-Length ${len}` : ''}`;
+  } catch (e) {
+    if (signal.aborted) throw e;
+    why = `HEAD failed: ${toBitsError(e).message}`;
+  }
+  emit({
+    type: 'warning',
+    message: `the server closed the session of an empty file but gave no sign it holds one (${why}); some servers create a file only when a fragment arrives`,
   });
-  const rs = createReadStream(file, { start: offset, end: offset + length - 1, highWaterMark: BODY_SLICE });
-  rs.on('error', (e) => counter.destroy(e));
-  return rs.pipe(counter);
-}
-
-/** A buffered fragment as views of its buffer (no copies), counting what the transport took. */
-async function* bufferBody(buf: Buffer, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
-  for (let off = 0; off < buf.length; off += BODY_SLICE) {
-    const part = buf.subarray(off, Math.min(buf.length, off + BODY_SLICE));
-    yield part;
-    onBytes(part.length);
-  }
-}
-
-interface Slot {
-  buf: Buffer;
-  offset: number;
-  length: number;
-  /** The read into buf in progress (resolves false if it failed), or undefined. */
-  loading: Promise<boolean> | undefined;
-}
-
-/**
- * Two fragment-sized buffers, reused for the whole upload: the fragment in flight
- * is sent from one while the next is read ahead into the other.
- *
- * WHY: a fresh buffer per read chunk costs a page-faulted allocation per chunk and
- * lets tens of MB of dead buffers pile up until V8 collects them (RSS); reading the
- * file into the same memory costs neither. Reuse is safe because a buffer is only
- * refilled for a LATER fragment, and the next fragment is not started before the
- * previous request finished: an Ack can only come after the server received every
- * byte, so nothing in the transport still reads the old bytes (an early error answer
- * ends that request; its connection is either drained or closed before reuse).
- */
-class FragmentBuffers {
-  private fh: FileHandle | undefined;
-  private readonly slots: Slot[] = [];
-  private current: Slot | undefined;
-
-  constructor(private readonly file: string) {}
-
-  /** The bytes [offset, offset+length) of the file: read ahead already, or read now. */
-  async load(offset: number, length: number): Promise<Buffer> {
-    const ahead = this.slots.find((s) => s.loading && s.offset === offset && s.length === length);
-    if (ahead && (await ahead.loading)) {
-      ahead.loading = undefined;
-      this.current = ahead;
-      return ahead.buf.subarray(0, length);
-    }
-    // No read may still be filling a buffer we are about to pick.
-    await Promise.all(this.slots.map((s) => s.loading));
-    for (const s of this.slots) s.loading = undefined;
-    const slot = this.slotFor(length, undefined)!;
-    await this.readInto(slot, offset, length);
-    this.current = slot;
-    return slot.buf.subarray(0, length);
-  }
-
-  /** Starts reading the likely next fragment into the buffer not in flight; errors surface at load(). */
-  readAhead(offset: number, length: number): void {
-    if (length <= 0) return;
-    const slot = this.slotFor(length, this.current);
-    if (!slot || slot.loading) return;
-    slot.loading = this.readInto(slot, offset, length).then(
-      () => true,
-      () => false,
-    );
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.loading));
-    await this.fh?.close().catch(() => undefined);
-    this.fh = undefined;
-  }
-
-  /** A slot other than `busy` with room for length bytes (grown if needed; not while it is being filled). */
-  private slotFor(length: number, busy: Slot | undefined): Slot | undefined {
-    let slot = this.slots.find((s) => s !== busy);
-    if (!slot) {
-      if (this.slots.length >= 2) return undefined;
-      slot = { buf: Buffer.allocUnsafeSlow(length), offset: -1, length: 0, loading: undefined };
-      this.slots.push(slot);
-    } else if (slot.buf.length < length) {
-      if (slot.loading) return undefined;
-      slot.buf = Buffer.allocUnsafeSlow(length);
-    }
-    return slot;
-  }
-
-  private async readInto(slot: Slot, offset: number, length: number): Promise<void> {
-    slot.offset = offset;
-    slot.length = length;
-    try {
-      this.fh ??= await fsp.open(this.file, 'r');
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await this.fh.read(slot.buf, done, length - done, offset + done);
-        if (bytesRead === 0) throw new SourceChangedError(`${this.file} became shorter during the upload; cancel the job and upload again`, 'local');
-        done += bytesRead;
-      }
-    } catch (e) {
-      slot.offset = -1;
-      if (e instanceof BitsError) throw e;
-      const code = (e as NodeJS.ErrnoException).code;
-      const what = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (e as Error).message;
-      throw new LocalFileError(`${this.file}: ${what}`, this.file, { cause: e });
-    }
-  }
 }
 
 /**
@@ -399,41 +202,27 @@ class FragmentBuffers {
 export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
   const emit = (e: TransferEvent) => opts.onEvent?.(e);
   const now = opts.now ?? Date.now;
-  const random = opts.random ?? Math.random;
   const destination = parseDestinationUrl(typeof opts.url === 'string' ? opts.url : opts.url.href).href;
-  const requireReply = opts.requireReply ?? opts.replyFile !== undefined;
-  const noProgressMs = opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS;
-  const src = await statSource(opts.file);
+  const origin = new URL(destination).host;
+  const src = await statSourceFile(opts.file);
+  let step = await initialStep(opts, destination, src, now());
 
-  let u: HttpUploader;
-  let step: Step;
-  if (opts.resume) {
-    const cp = opts.resume;
-    if (cp.sourceSize !== src.size || cp.sourceMtimeMs !== src.mtimeMs) {
-      throw new SourceChangedError(`${opts.file} changed since the upload began (size ${cp.sourceSize} -> ${src.size}); cancel the job and upload again`, 'local');
-    }
-    u = fromCheckpoint({ ...cp, destination }, { requireReply, minFragmentSize: opts.minFragmentSize, maxSessionRestarts: opts.maxSessionRestarts });
-    step = next(u, { type: 'resume' }, now());
-  } else {
-    u = createUploader(
-      { destination, sourceEntityName: encodeContentName(basename(opts.file)), sourceEntitySize: src.size },
-      {
-        fragmentSize: opts.fragmentSize ?? DEFAULT_FRAGMENT_SIZE,
-        minFragmentSize: opts.minFragmentSize,
-        requireReply,
-        maxSessionRestarts: opts.maxSessionRestarts,
-      },
-    );
-    step = next(u, { type: 'start' }, now());
-  }
-
-  const transport = new HttpTransport({ ...opts.transport, connections: 1 });
+  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, connections: 1 });
   const buffers = new FragmentBuffers(opts.file);
-  emit({ type: 'start', kind: 'upload', source: opts.file, destination, totalBytes: src.size, ...(opts.resume ? { resumedAt: opts.resume.offset } : {}) });
+  // A checkpoint without a session (a job stopped before CREATE-SESSION) starts from scratch: nothing to resume at.
+  const resumedAt = opts.resume && step.state.bitsSessionId !== null ? step.state.bytesTransferred : undefined;
+  emit({ type: 'start', kind: 'upload', source: opts.file, destination, totalBytes: src.size, ...(resumedAt !== undefined ? { resumedAt } : {}) });
 
-  let lastProgressAt = now();
-  let attempt = 0;
-  let retries = 0;
+  const deadline = new ProgressDeadline(opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS, step.state.highWaterMark, now, opts.signal);
+  const budget = new RetryBudget(deadline, {
+    userSignal: opts.signal,
+    policy: retryPolicy(opts),
+    random: opts.random,
+    onRetry: (r) => {
+      emit({ type: 'retry', attempt: r.attempt, delayMs: r.delayMs, reason: r.reason });
+      emit({ type: 'phase', phase: 'retrying' });
+    },
+  });
   let lastTransportError: unknown;
   let replyBytes: number | undefined;
   let lastProgressEmit = 0;
@@ -441,61 +230,45 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
 
   const checkpoint = async (force: boolean) => {
     if (!opts.onCheckpoint) return;
-    const cp = toCheckpoint(step.state, src);
+    const cp = snapshot(step.state);
     const json = JSON.stringify(cp);
     if (!force && json === lastCheckpointJson) return;
     lastCheckpointJson = json;
     await opts.onCheckpoint(cp);
   };
-
   const report = (notes: UploaderNote[]) => {
-    for (const n of notes) {
-      switch (n.type) {
-        case 'resync':
-          emit({ type: 'resync', from: n.from, to: n.to });
-          break;
-        case 'host-id':
-          emit({ type: 'info', message: `server redirects this upload to host ${n.hostId}${n.fallbackSeconds !== null ? ` (fallback to the origin after ${n.fallbackSeconds} s without progress)` : ''}` });
-          break;
-        case 'host-fallback':
-          emit({ type: 'phase', phase: 'waiting-host-fallback', detail: `host ${n.hostId} made no progress; falling back to ${new URL(destination).host}` });
-          break;
-        case 'fragment-size':
-          emit({ type: 'info', message: `server refused a fragment as too large (413); fragment size ${n.from} -> ${n.to} bytes` });
-          break;
-        case 'session-restart':
-          emit({ type: 'warning', message: `the server lost the upload session (BG_E_SESSION_NOT_FOUND); restarting from byte 0 (${n.count})` });
-          break;
-        case 'warning':
-          emit({ type: 'warning', message: n.message });
-          break;
-      }
-    }
+    for (const n of notes) emit(noteEvent(n, origin));
   };
-
   const interrupted: () => never = () => {
     step = next(step.state, { type: 'suspend' }, now());
     emit({ type: 'phase', phase: 'suspended' });
     throw new InterruptedError('upload interrupted; the session is kept on the server and the upload can be resumed');
+  };
+  /** What a failed request or wait ends the upload with once a signal fired: Ctrl-C suspends, the deadline times out. */
+  const stopped = (e: unknown): never => {
+    if (opts.signal?.aborted) interrupted();
+    throw budget.abortReason(e);
   };
 
   try {
     report(step.notes);
     for (;;) {
       if (opts.signal?.aborted) interrupted();
+      if (deadline.expired) stopped(undefined);
       const action = step.action;
       let outcome: UploaderOutcome;
 
       switch (action.type) {
         case 'DONE': {
           const bytes = step.state.entity.sourceEntitySize;
+          if (bytes === 0 && action.result === 'complete') await confirmEmptyEntity(transport, destination, deadline.signal, emit).catch(stopped);
           emit({ type: 'progress', bytesDone: bytes, totalBytes: bytes });
           emit({ type: 'complete', bytes, destination, ...(opts.replyFile && opts.replyFile !== '-' ? { replyFile: opts.replyFile } : {}) });
           return {
             bytes,
             destination,
             sessionId: step.state.bitsSessionId ?? '',
-            retries,
+            retries: budget.retries,
             ...(step.state.replyUrl ? { replyUrl: step.state.replyUrl } : {}),
             ...(opts.replyFile ? { replyFile: opts.replyFile } : {}),
             ...(replyBytes !== undefined ? { replyBytes } : {}),
@@ -507,29 +280,12 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
           break;
 
         case 'REPORT-ERROR': {
-          const info = action.error;
-          if (info.kind !== 'transient') throw errorFromInfo(info, lastTransportError);
-          const elapsed = now() - lastProgressAt;
-          if (elapsed >= noProgressMs) {
-            const last = errorFromInfo(info, lastTransportError);
-            throw new TimeoutError(
-              `no progress for ${Math.round(elapsed / 1000)} s (last error: ${last.message}); the upload can be resumed`,
-              'no-progress',
-              { cause: last },
-            );
-          }
-          const delay = Math.min(
-            retryDelayMs(attempt, random(), opts.retryBaseMs ?? DEFAULT_RETRY_BASE_MS, opts.retryMaxMs ?? DEFAULT_RETRY_MAX_MS),
-            Math.max(0, noProgressMs - elapsed),
-          );
-          attempt++;
-          retries++;
-          emit({ type: 'retry', attempt, delayMs: delay, reason: errorFromInfo(info, lastTransportError).message });
-          emit({ type: 'phase', phase: 'retrying' });
+          // The one retry wait: throws unless the failure is worth retrying and the deadline allows.
           try {
-            await sleep(delay, undefined, { signal: opts.signal });
-          } catch {
-            interrupted();
+            await budget.wait(errorFromInfo(action.error, lastTransportError));
+          } catch (e) {
+            if (opts.signal?.aborted) interrupted();
+            throw e;
           }
           // §3.1.4.3: the higher layer resumes the upload: PING, then FRAGMENT.
           step = next(step.state, { type: 'resume' }, now());
@@ -540,70 +296,15 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
 
         case 'GET-REPLY': {
           emit({ type: 'phase', phase: 'getting-reply' });
-          outcome = await getReply(transport, action.url, opts, emit, (n) => (replyBytes = n));
+          outcome = await getReply(transport, action.url, { replyFile: opts.replyFile, signal: deadline.signal, now }, emit, (n) => (replyBytes = n)).catch(stopped);
+          if (outcome.type === 'reply-downloaded') deadline.touch();
           break;
         }
 
-        default: {
-          // A BITS message.
-          emit(PHASE_OF[action.type]);
-          const headers = bitsRequestHeaders(action);
-          let body: RequestBody | (() => RequestBody) = '';
-          const opened: Readable[] = [];
-          if (action.type === 'FRAGMENT') {
-            // Never send mixed data: the file must be the one the session started with.
-            await assertUnchanged(opts.file, src);
-            const base = action.offset;
-            let sent = 0;
-            const onBytes = (n: number) => {
-              sent += n;
-              const t = now();
-              if (t - lastProgressEmit >= 200) {
-                lastProgressEmit = t;
-                emit({ type: 'progress', bytesDone: base + sent, totalBytes: src.size });
-              }
-            };
-            // A factory, so the transport can send the range again after a 401 challenge.
-            if (action.length <= BUFFERED_FRAGMENT_MAX) {
-              const buf = await buffers.load(action.offset, action.length);
-              const nextOffset = action.offset + action.length;
-              buffers.readAhead(nextOffset, Math.min(action.length, src.size - nextOffset));
-              body = () => {
-                sent = 0;
-                return bufferBody(buf, onBytes);
-              };
-            } else {
-              body = () => {
-                sent = 0;
-                const rs = fragmentBody(opts.file, action.offset, action.length, onBytes);
-                opened.push(rs);
-                return rs;
-              };
-            }
-          }
-          try {
-            const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers, body, signal: opts.signal });
-            await res.discard();
-            const ack = classifyAck({
-              request: action.type,
-              status: res.status,
-              headers: res.headers,
-              sentSessionId: 'sessionId' in action ? action.sessionId : undefined,
-            });
-            outcome = { type: 'ack', ack };
-          } catch (e) {
-            if (opts.signal?.aborted) interrupted();
-            if (!(e instanceof BitsError)) throw e;
-            lastTransportError = e;
-            outcome = { type: 'transport-error', message: e.message, retryable: isTransientTransport(e), hresult: e.hresult };
-          } finally {
-            for (const rs of opened) rs.destroy();
-          }
-          if (action.type === 'FRAGMENT') await assertUnchanged(opts.file, src);
-        }
+        default:
+          outcome = await sendMessage(action);
       }
 
-      const before = step.state.bytesTransferred;
       const sentType = action.type;
       step = next(step.state, outcome, now());
       report(step.notes);
@@ -611,84 +312,132 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
       if (outcome.type === 'ack' && (outcome.ack.kind === 'ok' || outcome.ack.kind === 'resync')) {
         if (sentType === 'CREATE-SESSION' || sentType === 'FRAGMENT') await checkpoint(true);
         if (sentType === 'FRAGMENT') emit({ type: 'progress', bytesDone: s.bytesTransferred, totalBytes: src.size });
-        if (s.bytesTransferred > before || sentType === 'CLOSE-SESSION') {
-          lastProgressAt = now();
-          attempt = 0;
-        }
+        // Progress is only a byte beyond the high-water mark; the final Ack ends the transfer.
+        budget.progress(s.highWaterMark);
+        if (sentType === 'CLOSE-SESSION') deadline.touch();
       } else {
         await checkpoint(false);
       }
     }
   } finally {
-    await transport.close().catch(() => undefined);
+    deadline.dispose();
+    if (!opts.httpTransport) await transport.close().catch(() => undefined);
     await buffers.close();
+  }
+
+  /** One BITS message over the transport, under the no-progress deadline. */
+  async function sendMessage(action: SendAction): Promise<UploaderOutcome> {
+    emit(PHASE_OF[action.type]);
+    const headers = bitsRequestHeaders(action);
+    let body: RequestBody | (() => RequestBody) = '';
+    const opened: Readable[] = [];
+    const identity = { size: src.size, mtimeMs: src.mtimeMs };
+    if (action.type === 'FRAGMENT') {
+      // Never send mixed data: the file must be the one the session started with.
+      await assertSourceUnchanged(opts.file, identity);
+      const base = action.offset;
+      let sent = 0;
+      const onBytes = (n: number) => {
+        sent += n;
+        const t = now();
+        if (t - lastProgressEmit >= 200) {
+          lastProgressEmit = t;
+          emit({ type: 'progress', bytesDone: base + sent, totalBytes: src.size });
+        }
+      };
+      // A factory, so the transport can send the range again after a 401 challenge.
+      if (action.length <= BUFFERED_FRAGMENT_MAX) {
+        const buf = await buffers.load(action.offset, action.length);
+        const nextOffset = action.offset + action.length;
+        buffers.readAhead(nextOffset, Math.min(action.length, src.size - nextOffset));
+        body = () => {
+          sent = 0;
+          return bufferBody(buf, onBytes);
+        };
+      } else {
+        body = () => {
+          sent = 0;
+          const rs = fragmentBody(opts.file, action.offset, action.length, onBytes);
+          opened.push(rs);
+          return rs;
+        };
+      }
+    }
+    let outcome: UploaderOutcome;
+    try {
+      const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers, body, signal: deadline.signal });
+      await res.discard();
+      const ack = classifyAck({
+        request: action.type,
+        status: res.status,
+        headers: res.headers,
+        sentSessionId: 'sessionId' in action ? action.sessionId : undefined,
+      });
+      outcome = { type: 'ack', ack };
+    } catch (e) {
+      if (deadline.signal.aborted) stopped(e);
+      if (!(e instanceof BitsError)) throw e;
+      lastTransportError = e;
+      outcome = { type: 'transport-error', message: e.message, retryable: e.disposition === 'retry', hresult: e.hresult };
+    } finally {
+      for (const rs of opened) rs.destroy();
+    }
+    if (action.type === 'FRAGMENT') await assertSourceUnchanged(opts.file, identity);
+    return outcome;
   }
 }
 
-async function getReply(
-  transport: HttpTransport,
-  url: string,
-  opts: UploadOptions,
-  emit: (e: TransferEvent) => void,
-  setBytes: (n: number) => void,
-): Promise<UploaderOutcome> {
-  if (opts.replyFile === undefined) {
-    emit({ type: 'warning', message: `the server sent a reply (${url}); pass --reply-file PATH to save it` });
-    return { type: 'reply-downloaded' };
-  }
-  try {
-    const res = await transport.request({ method: 'GET', url: new URL(url), headers: { Accept: '*/*', 'Accept-Encoding': 'identity' }, signal: opts.signal });
-    if (res.status !== 200) {
-      await res.discard();
-      const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
-      return { type: 'reply-failed', message: `GET ${url}: HTTP ${res.status}`, retryable, httpStatus: res.status };
-    }
-    let n = 0;
-    const count = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        n += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    if (opts.replyFile === '-') {
-      await pipeline(res.body, count, process.stdout as unknown as Writable, { end: false });
-    } else {
-      await pipeline(res.body, count, createWriteStream(opts.replyFile));
-    }
-    setBytes(n);
-    return { type: 'reply-downloaded' };
-  } catch (e) {
-    if (opts.signal?.aborted) throw e;
-    if (e instanceof BitsError) {
-      return { type: 'reply-failed', message: e.message, retryable: isTransientTransport(e) };
-    }
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code && /^E[A-Z]+$/.test(code) && (e as NodeJS.ErrnoException).path) {
-      throw new LocalFileError(`${opts.replyFile}: cannot write the reply: ${(e as Error).message}`, opts.replyFile, { cause: e });
-    }
-    return { type: 'reply-failed', message: (e as Error).message, retryable: true };
-  }
+export interface CancelUploadOptions {
+  transport?: TransportOptions;
+  /** The HTTP stack itself (tests); not closed. */
+  httpTransport?: Transport;
+  /** How long transient failures are retried (default DEFAULT_CANCEL_TIMEOUT_MS). */
+  noProgressTimeoutMs?: number;
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  signal?: AbortSignal;
 }
 
 /**
  * §3.1.4.4 Cancel Existing Upload: CANCEL-SESSION for a saved session. A session
- * the server no longer knows counts as cancelled (§3.1.5.2.1).
+ * the server no longer knows counts as cancelled (§3.1.5.2.1). Transient
+ * failures are retried under the one policy for a few seconds; then the error
+ * is thrown so the caller can keep the job.
  */
-export async function cancelUpload(cp: UploadCheckpoint, transportOpts: TransportOptions = {}): Promise<void> {
-  const transport = new HttpTransport({ ...transportOpts, connections: 1 });
+export async function cancelUpload(url: string | URL, cp: UploadCheckpoint, opts: CancelUploadOptions = {}): Promise<void> {
+  const checkpointNow = upgradeUploadCheckpoint(cp);
+  if (!checkpointNow || checkpointNow.bitsSessionId === null) return; // nothing exists on the server
+  const destination = parseDestinationUrl(typeof url === 'string' ? url : url.href).href;
+  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, connections: 1 });
+  const deadline = new ProgressDeadline(opts.noProgressTimeoutMs ?? DEFAULT_CANCEL_TIMEOUT_MS, checkpointNow.highWaterMark, Date.now, opts.signal);
+  const budget = new RetryBudget(deadline, { userSignal: opts.signal, policy: retryPolicy(opts) });
+  let lastTransportError: unknown;
   try {
-    let step = next(fromCheckpoint(cp, { requireReply: false }), { type: 'cancel' }, Date.now());
+    let step = next(restoreUploader(destination, checkpointNow, { requireReply: false, fragmentSize: DEFAULT_FRAGMENT_SIZE }), { type: 'cancel' }, Date.now());
     for (;;) {
       const action = step.action;
       if (action.type === 'DONE') return;
-      if (action.type === 'REPORT-ERROR') throw errorFromInfo(action.error, undefined);
+      if (action.type === 'REPORT-ERROR') {
+        await budget.wait(errorFromInfo(action.error, lastTransportError));
+        step = next(step.state, { type: 'cancel' }, Date.now());
+        continue;
+      }
       if (action.type !== 'CANCEL-SESSION') throw new Error(`unexpected ${action.type} while cancelling`);
-      const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers: bitsRequestHeaders(action), body: '' });
-      await res.discard();
-      const ack = classifyAck({ request: 'CANCEL-SESSION', status: res.status, headers: res.headers, sentSessionId: action.sessionId });
-      step = next(step.state, { type: 'ack', ack }, Date.now());
+      let outcome: UploaderOutcome;
+      try {
+        const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers: bitsRequestHeaders(action), body: '', signal: deadline.signal });
+        await res.discard();
+        outcome = { type: 'ack', ack: classifyAck({ request: 'CANCEL-SESSION', status: res.status, headers: res.headers, sentSessionId: action.sessionId }) };
+      } catch (e) {
+        if (deadline.signal.aborted) throw budget.abortReason(e);
+        if (!(e instanceof BitsError)) throw e;
+        lastTransportError = e;
+        outcome = { type: 'transport-error', message: e.message, retryable: e.disposition === 'retry', hresult: e.hresult };
+      }
+      step = next(step.state, outcome, Date.now());
     }
   } finally {
-    await transport.close().catch(() => undefined);
+    deadline.dispose();
+    if (!opts.httpTransport) await transport.close().catch(() => undefined);
   }
 }

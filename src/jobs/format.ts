@@ -2,7 +2,7 @@
  * How jobs look to people (`bits list` table, `bits status` details) and to
  * scripts (one JSON object per job). Pure: liveness of runners is passed in.
  */
-import type { Job } from '../store/job.js';
+import { upgradeUploadCheckpoint, type Job } from '../store/job.js';
 import { formatBytes } from '../cli/format.js';
 import { formatJobError, summarize, type JobSummary } from './lifecycle.js';
 
@@ -109,15 +109,15 @@ export function formatJobDetails(job: Job, alive: boolean, now: number): string 
     rows.push(['runner', `pid ${job.runner.pid} on ${job.runner.host} since ${job.runner.since}${alive ? '' : ' (no longer running)'}`]);
   }
   if (job.lastError) rows.push(['last error', `${formatJobError(job.lastError)}${job.lastError.at ? ` (${job.lastError.at})` : ''}`]);
-  const u = job.upload;
+  const u = upgradeUploadCheckpoint(job.upload);
   if (u) {
-    if (u.sessionId) rows.push(['session', u.sessionId]);
-    if (u.hostId) rows.push(['host id', `${u.hostId}${u.hostIdFallbackDeadlineMs ? ` (fallback after ${new Date(u.hostIdFallbackDeadlineMs).toISOString()})` : ''}`]);
-    if (u.confirmedOffset !== undefined) rows.push(['confirmed', `${u.confirmedOffset} bytes acknowledged by the server`]);
-    if (u.sourceSize !== undefined) rows.push(['source file', `${u.sourceSize} bytes${u.sourceMtimeMs !== undefined ? `, modified ${new Date(u.sourceMtimeMs).toISOString()}` : ''}`]);
+    if (u.bitsSessionId) rows.push(['session', u.bitsSessionId]);
+    if (u.bitsHostId) rows.push(['host id', `${u.bitsHostId}${u.hostIdFallbackDeadline ? ` (fallback after ${new Date(u.hostIdFallbackDeadline).toISOString()})` : ''}`]);
+    if (u.bitsSessionId) rows.push(['confirmed', `${u.bytesTransferred} bytes acknowledged by the server`]);
+    rows.push(['source file', `${u.sourceEntitySize} bytes, modified ${new Date(u.sourceMtimeMs).toISOString()}`]);
     if (u.replyUrl) rows.push(['reply url', u.replyUrl]);
-    if (u.replyFile) rows.push(['reply file', u.replyFile]);
   }
+  if (typeof job.options?.replyFile === 'string') rows.push(['reply file', job.options.replyFile]);
   const d = job.download;
   if (d) {
     if (d.outputPath) rows.push(['output', d.outputPath]);

@@ -34,12 +34,8 @@ import {
 } from '../errors.js';
 import type { TransferEvent } from '../client/events.js';
 import type { TransportOptions } from '../transport/http.js';
-import {
-  cancelUpload,
-  uploadFile,
-  type UploadCheckpoint as ClientUploadCheckpoint,
-  type UploadResult,
-} from '../client/upload.js';
+import { cancelUpload, newUploadCheckpoint, uploadFile, type UploadResult } from '../client/upload.js';
+import { assertSourceUnchanged } from '../io/source-file.js';
 import {
   cancelDownload,
   downloadFile,
@@ -47,7 +43,7 @@ import {
   type DownloadCheckpoint as ClientDownloadCheckpoint,
   type DownloadResult,
 } from '../client/download.js';
-import { isSecretHeader, redactUrl, type DownloadCheckpoint, type Job, type JobError, type JobOptions, type JobState, type JobStore, type JsonObject, type UploadCheckpoint } from '../store/index.js';
+import { isSecretHeader, redactUrl, type DownloadCheckpoint, type Job, type JobError, type JobOptions, type JobState, type JobStore, type JsonObject, upgradeUploadCheckpoint } from '../store/index.js';
 import { isProcessAlive } from '../store/process.js';
 import { isResumable, jobErrorFrom } from './lifecycle.js';
 import { claimJob, isOwnRunner, releaseJob, runnerAlive } from './running.js';
@@ -106,47 +102,6 @@ export function finalStateFor(state: JobState): FinalState {
 /** `bits resume --all`: the exit code of the worst outcome; 0 when every job completed. */
 export function worstExitCode(codes: readonly number[]): number {
   return codes.reduce((a, b) => Math.max(a, b), 0);
-}
-
-/** The client's checkpoint as the store keeps it (null fields omitted; store names for `bits status`). */
-export function toStoredUpload(cp: ClientUploadCheckpoint, replyFile?: string): UploadCheckpoint {
-  const out: UploadCheckpoint = {
-    sourceSize: cp.sourceSize,
-    sourceMtimeMs: cp.sourceMtimeMs,
-    confirmedOffset: cp.offset,
-    fragmentSize: cp.fragmentSize,
-    contentName: cp.contentName,
-    hostIdFallbackTimeout: cp.hostIdFallbackTimeout,
-  };
-  if (cp.sessionId !== null) out.sessionId = cp.sessionId;
-  if (cp.hostId !== null) out.hostId = cp.hostId;
-  if (cp.hostIdFallbackDeadline !== null) out.hostIdFallbackDeadlineMs = cp.hostIdFallbackDeadline;
-  if (cp.replyUrl !== null) out.replyUrl = cp.replyUrl;
-  if (replyFile !== undefined) out.replyFile = replyFile;
-  return out;
-}
-
-/**
- * The client checkpoint to resume from, or undefined when the job never got a
- * session (killed before CREATE-SESSION was acknowledged and saved): such a job
- * starts a new session.
- */
-export function fromStoredUpload(job: Pick<Job, 'destination' | 'upload' | 'options'>): ClientUploadCheckpoint | undefined {
-  const u = job.upload;
-  if (!u || u.sessionId === undefined || u.contentName === undefined || u.sourceSize === undefined || u.sourceMtimeMs === undefined) return undefined;
-  return {
-    destination: job.destination,
-    sessionId: u.sessionId,
-    hostId: u.hostId ?? null,
-    hostIdFallbackTimeout: u.hostIdFallbackTimeout ?? 0xffffffff,
-    hostIdFallbackDeadline: u.hostIdFallbackDeadlineMs ?? null,
-    offset: u.confirmedOffset ?? 0,
-    fragmentSize: u.fragmentSize ?? job.options?.fragmentSize ?? 8 * 1024 * 1024,
-    replyUrl: u.replyUrl ?? null,
-    sourceSize: u.sourceSize,
-    sourceMtimeMs: u.sourceMtimeMs,
-    contentName: u.contentName,
-  };
 }
 
 /** Transport flags a job keeps (commander attribute names): never a password (persistableTransportOptions strips them). */
@@ -213,20 +168,19 @@ export interface UploadJobSpec {
 /** Writes a new upload job (state queued) before anything touches the network. */
 export async function createUploadJob(store: JobStore, spec: UploadJobSpec, transport: TransportOptions): Promise<{ job: Job; droppedHeaders: string[] }> {
   const file = path.resolve(spec.file);
-  const st = await fsp.stat(file);
+  // The store keeps the client's own checkpoint (src/protocol/uploader.ts UploadCheckpoint), from the first write on.
+  const upload = await newUploadCheckpoint(file, spec.fragmentSize);
   const { options, droppedHeaders } = jobTransportOptions(spec.flags);
   options.fragmentSize = spec.fragmentSize;
   options.timeouts = { ...options.timeouts, noProgress: spec.noProgressTimeoutMs };
   options.requireReply = spec.requireReply;
   const replyFile = spec.replyFile === undefined || spec.replyFile === '-' ? spec.replyFile : path.resolve(spec.replyFile);
   if (replyFile !== undefined) options.replyFile = replyFile;
-  const upload: UploadCheckpoint = { sourceSize: st.size, sourceMtimeMs: st.mtimeMs, fragmentSize: spec.fragmentSize };
-  if (replyFile !== undefined) upload.replyFile = replyFile;
   const job = await store.create({
     kind: 'upload',
     source: file,
     destination: spec.url,
-    totalBytes: st.size,
+    totalBytes: upload.sourceEntitySize,
     options,
     upload,
     ...(transport.credentialSource ? { credentialSource: { ...transport.credentialSource } } : {}),
@@ -282,21 +236,10 @@ async function runClaimed<T>(
   return { job: done, result };
 }
 
-/** Stat of the job's source against what the job recorded: a changed source must never be mixed into a session. */
+/** The job's source against what the job recorded: a changed source must never be mixed into a session. */
 async function checkUploadSource(job: Job): Promise<void> {
-  const u = job.upload;
-  let st;
-  try {
-    st = await fsp.stat(job.source);
-  } catch {
-    throw new SourceChangedError(`${job.source} no longer exists; cancel the job (bits cancel ${job.id})`, 'local');
-  }
-  if (u?.sourceSize !== undefined && u.sourceMtimeMs !== undefined && (st.size !== u.sourceSize || st.mtimeMs !== u.sourceMtimeMs)) {
-    throw new SourceChangedError(
-      `${job.source} changed since the upload began (size ${u.sourceSize} -> ${st.size}${st.mtimeMs !== u.sourceMtimeMs ? ', modified' : ''}); cancel the job (bits cancel ${job.id}) and upload again`,
-      'local',
-    );
-  }
+  const u = upgradeUploadCheckpoint(job.upload);
+  if (u) await assertSourceUnchanged(job.source, { size: u.sourceEntitySize, mtimeMs: u.sourceMtimeMs }, `cancel the job (bits cancel ${job.id}) and upload again`);
 }
 
 function numberOption(o: JobOptions | undefined, key: string): number | undefined {
@@ -315,7 +258,6 @@ export async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ jo
       await checkUploadSource(job);
       const o = job.options ?? {};
       const replyFile = typeof o.replyFile === 'string' ? o.replyFile : undefined;
-      const resume = fromStoredUpload(job);
       return uploadFile({
         file: job.source,
         url: job.destination,
@@ -324,14 +266,15 @@ export async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ jo
         requireReply: o.requireReply === true || replyFile !== undefined,
         noProgressTimeoutMs: o.timeouts?.noProgress ?? numberOption(o, 'noProgressTimeoutMs'),
         transport,
-        ...(resume ? { resume } : {}),
+        // The client reads records of the previous release too (upgradeUploadCheckpoint).
+        ...(job.upload ? { resume: job.upload } : {}),
         onEvent: emit,
         signal: ctx.signal,
         onCheckpoint: async (cp) => {
           // Awaited by the client before its next request: this is what bounds the loss of a kill -9 to one fragment.
           await ctx.store.update(jobId, (j) => {
             if (!isOwnRunner(j)) throw new StoreError(`job ${jobId} was taken over by another process (pid ${j.runner?.pid ?? '?'}); stopping`);
-            return { ...j, bytesDone: cp.offset, upload: toStoredUpload(cp, j.upload?.replyFile) };
+            return { ...j, bytesDone: cp.bytesTransferred, upload: cp };
           });
         },
       });
@@ -561,8 +504,7 @@ export async function cancelJob(store: JobStore, idOrPrefix: string, opts: Cance
   job = await claimJob(store, job.id);
   try {
     if (job.kind === 'upload') {
-      const cp = fromStoredUpload(job);
-      if (cp) await cancelUpload(cp, opts.transport ?? transportForJob(job));
+      if (job.upload) await cancelUpload(job.destination, job.upload, { transport: opts.transport ?? transportForJob(job) });
     } else {
       await cancelDownloadJob(job);
     }

@@ -7,9 +7,10 @@
  * Pure: no I/O.
  */
 import { getHeader, H, parsePacketType, PROTOCOL_GUID, type RequestPacketType } from './headers.js';
-import { isGuid, sameGuid } from './guid.js';
+import { sameGuid } from './guid.js';
 import { HRESULT, parseErrorContext, parseHresult } from './hresult.js';
 import { parseReceivedContentRange } from './content-range.js';
+import { classifyHttpFailure } from './failure.js';
 
 export type AckKind =
   /** 200 and a valid Ack for the request sent. */
@@ -22,7 +23,7 @@ export type AckKind =
   | 'fragment-too-large'
   /** 401/407 (§3.1.5.2.1, §3.1.5.1.7). */
   | 'auth'
-  /** Worth retrying: 408, 429, 503, any 5xx without BITS-Error. */
+  /** Worth retrying: what classifyHttpFailure (src/protocol/failure.ts) calls 'retry'. */
   | 'transient'
   /** The server refused and retrying will not help (§3.1.5.2.1 "return this error to the higher-layer protocol"). */
   | 'permanent'
@@ -34,13 +35,13 @@ export interface Ack {
   status: number;
   /** The request this answers. */
   request: RequestPacketType;
-  /** BITS-Session-Id, when present and a GUID. */
+  /** BITS-Session-Id exactly as received, when present and a usable header token (see isSessionId). */
   sessionId?: string;
   /** BITS-Received-Content-Range: the next offset the server expects (§2.2.7.2). */
   receivedContentRange?: number;
   /** BITS-Reply-URL as sent (relative, maybe with backslashes: resolve with resolveReplyUrl). */
   replyUrl?: string;
-  /** BITS-Error HRESULT. */
+  /** BITS-Error (or BITS-Error-Code) HRESULT. */
   bitsError?: number;
   /** BITS-Error-Context. */
   bitsErrorContext?: number;
@@ -50,8 +51,29 @@ export interface Ack {
   hostIdFallbackTimeout?: number;
   /** BITS-Protocol (§2.2.3.2). */
   protocol?: string;
+  /** Retry-After as sent (parse with parseRetryAfter, which needs the time). */
+  retryAfter?: string;
   /** Why the message was classified 'invalid' (or a note on a lenient acceptance). */
   problem?: string;
+}
+
+/** Longest session id accepted: far above a GUID's 38 characters, far below Windows' 4 KB header limit (§6 note 2). */
+export const MAX_SESSION_ID_LENGTH = 256;
+
+/**
+ * §2.2.1.2 calls BITS-Session-Id a GUID, but servers built for Windows'
+ * Start-BitsTransfer send ids such as `-5816921724287494047`, and Windows
+ * accepts them: any value that can be sent back verbatim as a header is an
+ * id. Printable ASCII only (no CR/LF or other control characters, no obs-text),
+ * at most MAX_SESSION_ID_LENGTH characters.
+ */
+export function isSessionId(value: string): boolean {
+  return value.length > 0 && value.length <= MAX_SESSION_ID_LENGTH && /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(value);
+}
+
+/** GUIDs compare as GUIDs (case and braces aside); any other id must match exactly. */
+export function sameSessionId(a: string, b: string): boolean {
+  return a === b || sameGuid(a, b);
 }
 
 /** §3.1.1.2: BitsHostIDFallbackTimeout starts as 0xFFFFFFFF, meaning INFINITE (§3.1.2.3). */
@@ -66,12 +88,6 @@ export interface AckInput {
   sentSessionId?: string;
 }
 
-/**
- * Statuses that mean "try again later" whatever else the response says: a proxy
- * or load balancer in front of the BITS server produces them without BITS headers.
- */
-const ALWAYS_TRANSIENT = new Set([408, 429, 503]);
-
 export function classifyAck(input: AckInput): Ack {
   const { request, status, headers } = input;
   const get = (name: string) => {
@@ -81,7 +97,7 @@ export function classifyAck(input: AckInput): Ack {
   const ack: Ack = { kind: 'ok', status, request };
 
   const rawSession = get(H.SessionId);
-  if (rawSession !== undefined && isGuid(rawSession)) ack.sessionId = rawSession;
+  if (rawSession !== undefined && isSessionId(rawSession)) ack.sessionId = rawSession;
   const rawError = get(H.Error);
   if (rawError !== undefined) ack.bitsError = parseHresult(rawError);
   const rawContext = get(H.ErrorContext);
@@ -92,6 +108,8 @@ export function classifyAck(input: AckInput): Ack {
   if (rawReply !== undefined && rawReply !== '') ack.replyUrl = rawReply;
   const rawProtocol = get(H.Protocol);
   if (rawProtocol !== undefined) ack.protocol = rawProtocol;
+  const rawRetryAfter = get('Retry-After');
+  if (rawRetryAfter !== undefined && rawRetryAfter !== '') ack.retryAfter = rawRetryAfter;
   if (request === 'CREATE-SESSION') {
     const hostId = get(H.HostId);
     if (hostId !== undefined && hostId !== '') ack.hostId = hostId;
@@ -103,12 +121,19 @@ export function classifyAck(input: AckInput): Ack {
 
   // §3.1.5.2.1: BG_E_SESSION_NOT_FOUND restarts the upload, "for all the messages
   // except CANCEL-SESSION" — for CANCEL-SESSION a missing session is what we wanted.
-  if (ack.bitsError === HRESULT.BG_E_SESSION_NOT_FOUND) {
+  // Only on an error status: a BITS error on a 200 Ack is noise (one server sends
+  // `BITS-Error-Code: 1` on every PING answer), never a failure.
+  if (status !== 200 && ack.bitsError === HRESULT.BG_E_SESSION_NOT_FOUND) {
     if (request === 'CANCEL-SESSION') return { ...ack, kind: 'ok', problem: 'session already gone' };
     return { ...ack, kind: 'session-not-found' };
   }
 
   if (status === 200) {
+    if (ack.bitsError !== undefined) {
+      ack.problem = `ignored BITS-Error ${rawError} on a 200 Ack`;
+      delete ack.bitsError;
+      delete ack.bitsErrorContext;
+    }
     // §2.2.1: every response carries BITS-Packet-Type: Ack. A 200 without it is
     // what a plain web server answers to anything; believing it would "upload" nowhere.
     const pt = parsePacketType(get(H.PacketType));
@@ -117,14 +142,16 @@ export function classifyAck(input: AckInput): Ack {
     // status of 200"; if present "its value MUST be the same as in the request".
     // IIS omits it in Acks to FRAGMENT (§4.1-05), PING and CLOSE-SESSION (§4.1-07/09),
     // so only CREATE-SESSION requires it; a different id is always an error.
-    if (rawSession !== undefined && !isGuid(rawSession)) return invalid(`BITS-Session-Id is not a GUID: ${JSON.stringify(rawSession)}`);
+    if (rawSession !== undefined && ack.sessionId === undefined) {
+      return invalid(`BITS-Session-Id is not a usable header value (control characters, or longer than ${MAX_SESSION_ID_LENGTH}): ${JSON.stringify(rawSession.slice(0, 80))}`);
+    }
     if (request === 'CREATE-SESSION') {
       if (ack.sessionId === undefined) return invalid('CREATE-SESSION Ack has no BITS-Session-Id');
       // §2.2.3.2 BITS-Protocol: the server's pick among what we offered — we offered one.
       if (ack.protocol !== undefined && !sameGuid(ack.protocol, PROTOCOL_GUID)) {
         return invalid(`server chose protocol ${ack.protocol}, which bits did not offer`);
       }
-    } else if (ack.sessionId !== undefined && input.sentSessionId !== undefined && !sameGuid(ack.sessionId, input.sentSessionId)) {
+    } else if (ack.sessionId !== undefined && input.sentSessionId !== undefined && !sameSessionId(ack.sessionId, input.sentSessionId)) {
       return invalid(`Ack carries session ${ack.sessionId}, the request was for ${input.sentSessionId}`);
     }
     if (request === 'FRAGMENT') {
@@ -141,10 +168,11 @@ export function classifyAck(input: AckInput): Ack {
   }
   if (status === 413 && request === 'FRAGMENT') return { ...ack, kind: 'fragment-too-large' };
   if (status === 401 || status === 407) return { ...ack, kind: 'auth' };
-  if (ALWAYS_TRANSIENT.has(status)) return { ...ack, kind: 'transient' };
-  if (status >= 500 && rawError === undefined) return { ...ack, kind: 'transient' };
   if (status >= 200 && status < 300) return invalid(`unexpected HTTP ${status} to ${request}`);
-  // 403, 501 + E_ACCESSDENIED, BG_E_TOO_LARGE, E_INVALIDARG, ERROR_DISK_FULL, any other
-  // status with or without BITS-Error: §3.1.5.2.1 hands it to the higher layer.
-  return { ...ack, kind: 'permanent' };
+  // Apache, lighttpd, Python's http.server answer a method they do not know so.
+  if (status === 501 && ack.bitsError === undefined) return { ...ack, kind: 'permanent', problem: 'not a BITS upload server (HTTP 501 to BITS_POST)' };
+  // The one failure table: 408/429/503 and plain 5xx are worth retrying; 403,
+  // 501 + E_ACCESSDENIED, BG_E_TOO_LARGE, E_INVALIDARG, ERROR_DISK_FULL, any
+  // other status: §3.1.5.2.1 hands it to the higher layer.
+  return { ...ack, kind: classifyHttpFailure(status, ack.bitsError) === 'retry' ? 'transient' : 'permanent' };
 }

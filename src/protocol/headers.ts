@@ -54,10 +54,18 @@ export const H = {
   ContentRange: 'Content-Range',
 } as const;
 
-/** Alternate spellings accepted on input (the spec prose vs. the capture). */
+/**
+ * Alternate spellings accepted on input: the spec prose vs. the capture, and
+ * what deployed peers send. MC-BUP names the HRESULT header `BITS-Error`;
+ * Microsoft's Win32 SDK pages for the upload protocol and third-party servers
+ * name it `BITS-Error-Code`. A published Go server misspells the resync header
+ * `BITS-Recieved-Content-Range`.
+ */
 export const H_ALIASES: Record<string, readonly string[]> = {
   [H.RequestDataFileName]: ['BITS-Request-DataEntity-Name'],
   [H.ResponseDataFileName]: ['BITS-Response-DataEntity-Name'],
+  [H.Error]: ['BITS-Error-Code'],
+  [H.ReceivedContentRange]: ['BITS-Recieved-Content-Range'],
 };
 
 /** §2.2.1.2 BITS-Packet-Type values, canonical (spec) spelling. */
@@ -96,10 +104,6 @@ export function parsePacketType(value: string | null | undefined): PacketType | 
   return BY_LOWER.get(value.trim().toLowerCase());
 }
 
-export function isRequestPacketType(t: PacketType | undefined): t is RequestPacketType {
-  return t !== undefined && t !== 'Ack';
-}
-
 /**
  * §2.2.2.2: BITS-Supported-Protocols is a space- or comma-delimited list of GUIDs,
  * most preferred first.
@@ -111,16 +115,24 @@ export function parseSupportedProtocols(value: string): string[] {
     .filter((s) => s.length > 0);
 }
 
-/** Case-insensitive lookup over a plain header record (Node's IncomingHttpHeaders or undici's). */
+/**
+ * Case-insensitive lookup over a plain header record (Node's IncomingHttpHeaders
+ * or undici's). The spec's name wins over an alias when both are present.
+ */
 export function getHeader(
   headers: Record<string, string | string[] | undefined>,
   name: string,
 ): string | undefined {
   const want = [name, ...(H_ALIASES[name] ?? [])].map((n) => n.toLowerCase());
+  let found: string | undefined;
+  let rank = want.length;
   for (const [k, v] of Object.entries(headers)) {
-    if (want.includes(k.toLowerCase())) return Array.isArray(v) ? v.join(', ') : v;
+    const i = want.indexOf(k.toLowerCase());
+    if (i < 0 || i >= rank || v === undefined) continue;
+    rank = i;
+    found = Array.isArray(v) ? v.join(', ') : v;
   }
-  return undefined;
+  return found;
 }
 
 /**

@@ -14,6 +14,7 @@
  */
 import type { Ack } from './ack.js';
 import { FALLBACK_TIMEOUT_INFINITE } from './ack.js';
+import { parseRetryAfter } from './failure.js';
 import { HRESULT } from './hresult.js';
 import { applyHostId, resolveReplyUrl } from './urls.js';
 
@@ -31,14 +32,19 @@ export type UploaderStateName =
 
 /** §6 notes 10/16: Windows never reduces a fragment below 5 KB after a 413. */
 export const MIN_FRAGMENT_SIZE = 5 * 1024;
-/** §6 notes 10/16: the largest block a Windows client sends (13 MB). */
-export const WINDOWS_MAX_FRAGMENT_SIZE = 13 * 1024 * 1024;
-/** Windows gives up after this many BG_E_SESSION_NOT_FOUND restarts in a row without progress. */
+/**
+ * BG_E_SESSION_NOT_FOUND restarts made at once while nothing moves beyond the
+ * high-water mark; after that each restart waits for the retry delay, so a
+ * server that loses every session costs a request every few seconds, not
+ * thousands a minute, until the no-progress deadline ends the job (resumable).
+ */
 export const DEFAULT_MAX_SESSION_RESTARTS = 3;
 /**
  * Acks whose BITS-Received-Content-Range differs from what we sent are legal
- * (§2.2.6 lists why), but a server that answers every fragment with a different
- * offset would make us loop forever without a single retry delay.
+ * (§2.2.6 lists why), but a server that keeps moving the offset without ever
+ * confirming a new byte would make us loop without a retry delay: after this
+ * many such Acks, each further one is a transient error (retry delay, then the
+ * no-progress deadline).
  */
 export const MAX_CONSECUTIVE_RESYNCS = 8;
 
@@ -50,10 +56,12 @@ export interface UploadEntityInfo {
   sourceEntityName: string;
   /** SourceEntitySize. */
   sourceEntitySize: number;
+  /** The source's mtime: with the size, which version of the file this upload sends (BG_E_LOCAL_FILE_CHANGED). */
+  sourceMtimeMs: number;
 }
 
 export type ErrorKind =
-  /** Retry later (backoff): transport failures, 408/429/503, 5xx without BITS-Error. */
+  /** Retry after the retry delay: what src/protocol/failure.ts calls 'retry', and a server that makes no progress. */
   | 'transient'
   /** The server refused; retrying will not help. */
   | 'permanent'
@@ -76,6 +84,8 @@ export interface UploadErrorInfo {
   message?: string;
   /** HRESULT of a transport failure (WinINet code). */
   hresult?: number;
+  /** The answer's Retry-After, in ms. */
+  retryAfterMs?: number;
 }
 
 /** §3.1.1.2 HTTPUploader state elements (plus what an implementation needs to follow them). */
@@ -97,6 +107,13 @@ export interface HttpUploader {
   bitsErrorContext: number;
   /** BytesTransferred: bytes the server has confirmed (BITS-Received-Content-Range). */
   bytesTransferred: number;
+  /**
+   * The highest offset any server ever confirmed for this upload. Only an Ack
+   * beyond it is progress: it alone resets sessionRestarts and consecutiveResyncs
+   * (and, in the driver, the no-progress deadline), so a server that takes us
+   * back again and again cannot keep an upload alive.
+   */
+  highWaterMark: number;
   /** Origin server: the host of the destination URL. */
   originServer: string;
   /** BITSSessionId. */
@@ -115,10 +132,10 @@ export interface HttpUploader {
   requireReply: boolean;
   /** AuthCredentials: none given, given but not yet sent, or already sent (§3.1.5.1.7). */
   auth: 'none' | 'available' | 'supplied';
-  /** BG_E_SESSION_NOT_FOUND restarts since the last acknowledged fragment. */
+  /** BG_E_SESSION_NOT_FOUND restarts since the last progress beyond the high-water mark. */
   sessionRestarts: number;
   maxSessionRestarts: number;
-  /** Consecutive Acks that moved the offset somewhere we did not ask for. */
+  /** Acks that moved the offset somewhere we did not ask for, since the last progress beyond the high-water mark. */
   consecutiveResyncs: number;
   /** The message that failed, for "resend the previous message" (§3.1.5.1.7, 401/407). */
   lastSent: SendAction | null;
@@ -173,7 +190,7 @@ export type UploaderOutcome =
   /** No usable HTTP response: connection refused/reset, timeout, DNS, TLS … */
   | { type: 'transport-error'; message: string; retryable: boolean; hresult?: number }
   | { type: 'reply-downloaded' }
-  | { type: 'reply-failed'; message: string; retryable: boolean; httpStatus?: number }
+  | { type: 'reply-failed'; message: string; retryable: boolean; httpStatus?: number; retryAfterMs?: number }
   /** §3.1.4.2 Pause Existing Upload. */
   | { type: 'suspend' }
   /** §3.1.4.3 Resume Existing Upload (also after an error returned to the higher layer). */
@@ -215,6 +232,7 @@ export function createUploader(entity: UploadEntityInfo, opts: UploaderOptions):
     bitsErrorCode: 0,
     bitsErrorContext: 0,
     bytesTransferred: 0,
+    highWaterMark: 0,
     originServer: new URL(entity.destination).host,
     bitsSessionId: null,
     bitsHostId: null,
@@ -234,50 +252,82 @@ export function createUploader(entity: UploadEntityInfo, opts: UploaderOptions):
   };
 }
 
-/** What a job store keeps to resume an upload in another process (§3.1.4.3). */
-export interface UploaderSnapshot {
+/**
+ * The one upload checkpoint: what a job store keeps to resume an upload in
+ * another process (§3.1.4.3), named after the §3.1.1.1/§3.1.1.2 state elements.
+ * The uploader's snapshot, the client's onCheckpoint and the job store's
+ * `upload` record are this very object; src/store re-exports it and reads
+ * records of the previous release with upgradeUploadCheckpoint.
+ */
+export type UploadCheckpoint = {
+  /** BITSSessionId; null before a CREATE-SESSION was acknowledged (resume then creates one). */
   bitsSessionId: string | null;
-  bitsHostId: string | null;
-  bitsHostIdFallbackTimeout: number;
-  hostIdFallbackDeadline: number | null;
-  /** Server-confirmed offset. */
+  /** BytesTransferred: the offset the server confirmed last (BITS-Received-Content-Range). */
   bytesTransferred: number;
+  /** The highest offset ever confirmed (see HttpUploader.highWaterMark). */
+  highWaterMark: number;
+  /** BitsHostID in use; null if none, or after falling back to the origin (§3.1.6.3). */
+  bitsHostId: string | null;
+  /** BitsHostIDFallbackTimeout in seconds; 0xFFFFFFFF = infinite. */
+  bitsHostIdFallbackTimeout: number;
+  /** When the HostIdFallback timer fires (epoch ms); null when it is not running. */
+  hostIdFallbackDeadline: number | null;
+  /** FRAGMENT-LENGTH aimed for (after any 413 shrink). */
   fragmentSize: number;
+  /** Reply URL, resolved, once the last Ack carried BITS-Reply-URL. */
   replyUrl: string | null;
-}
+  /** SourceEntityName: the Content-Name sent; a resumed session must send the same. */
+  sourceEntityName: string;
+  /** SourceEntitySize and the source's mtime when the upload began (BG_E_LOCAL_FILE_CHANGED). */
+  sourceEntitySize: number;
+  sourceMtimeMs: number;
+};
 
-export function snapshot(u: HttpUploader): UploaderSnapshot {
+export function snapshot(u: HttpUploader): UploadCheckpoint {
   return {
     bitsSessionId: u.bitsSessionId,
+    bytesTransferred: u.bytesTransferred,
+    highWaterMark: u.highWaterMark,
     bitsHostId: u.bitsHostId,
     bitsHostIdFallbackTimeout: u.bitsHostIdFallbackTimeout,
     hostIdFallbackDeadline: u.hostIdFallbackDeadline,
-    bytesTransferred: u.bytesTransferred,
     fragmentSize: u.fragmentSize,
     replyUrl: u.replyUrl,
+    sourceEntityName: u.entity.sourceEntityName,
+    sourceEntitySize: u.entity.sourceEntitySize,
+    sourceMtimeMs: u.entity.sourceMtimeMs,
   };
 }
 
 /**
- * An uploader restored from a snapshot, suspended: feed it `resume` (§3.1.4.3:
+ * An uploader restored from a checkpoint, suspended: feed it `resume` (§3.1.4.3:
  * PING, then FRAGMENT from the saved offset; the server corrects us with 416).
+ * Without a session, `resume` creates one.
  */
-export function restoreUploader(entity: UploadEntityInfo, opts: UploaderOptions, snap: UploaderSnapshot): HttpUploader {
-  const u = createUploader(entity, { ...opts, fragmentSize: snap.fragmentSize || opts.fragmentSize });
-  if (snap.bytesTransferred < 0 || snap.bytesTransferred > entity.sourceEntitySize) {
-    throw new RangeError(`saved offset ${snap.bytesTransferred} is outside 0..${entity.sourceEntitySize}`);
+export function restoreUploader(destination: string, cp: UploadCheckpoint, opts: Omit<UploaderOptions, 'fragmentSize'> & { fragmentSize?: number }): HttpUploader {
+  const entity: UploadEntityInfo = {
+    destination,
+    sourceEntityName: cp.sourceEntityName,
+    sourceEntitySize: cp.sourceEntitySize,
+    sourceMtimeMs: cp.sourceMtimeMs,
+  };
+  const u = createUploader(entity, { ...opts, fragmentSize: cp.fragmentSize || opts.fragmentSize || 0 });
+  if (cp.bytesTransferred < 0 || cp.bytesTransferred > entity.sourceEntitySize) {
+    throw new RangeError(`saved offset ${cp.bytesTransferred} is outside 0..${entity.sourceEntitySize}`);
   }
+  const session = cp.bitsSessionId !== null;
   return {
     ...u,
     state: 'STATE_SUSPEND',
     uploadSuspended: true,
-    bitsSessionId: snap.bitsSessionId,
-    bitsHostId: snap.bitsHostId,
-    bitsHostIdFallbackTimeout: snap.bitsHostIdFallbackTimeout,
-    hostIdFallbackDeadline: snap.hostIdFallbackDeadline,
-    fragmentStartOffset: snap.bytesTransferred,
-    bytesTransferred: snap.bytesTransferred,
-    replyUrl: snap.replyUrl,
+    bitsSessionId: cp.bitsSessionId,
+    bitsHostId: session ? cp.bitsHostId : null,
+    bitsHostIdFallbackTimeout: cp.bitsHostIdFallbackTimeout,
+    hostIdFallbackDeadline: session ? cp.hostIdFallbackDeadline : null,
+    fragmentStartOffset: session ? cp.bytesTransferred : 0,
+    bytesTransferred: session ? cp.bytesTransferred : 0,
+    highWaterMark: Math.min(entity.sourceEntitySize, Math.max(cp.highWaterMark || 0, cp.bytesTransferred)),
+    replyUrl: session ? cp.replyUrl : null,
   };
 }
 
@@ -295,15 +345,6 @@ export function planFragmentLength(offset: number, size: number, fragmentSize: n
 /** §3.1.5.2.4 / §6 note 16: after a 413, halve the fragment, never below the minimum. */
 export function shrinkFragmentSize(current: number, min = MIN_FRAGMENT_SIZE): number {
   return Math.max(min, Math.floor(current / 2));
-}
-
-/**
- * Exponential backoff with full jitter: a random delay in [0, min(max, base·2^attempt)).
- * `random` is a value in [0, 1) supplied by the caller.
- */
-export function retryDelayMs(attempt: number, random: number, baseMs = 500, maxMs = 30_000): number {
-  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(Math.max(0, Math.min(0.999999, random)) * cap);
 }
 
 /** The URL messages go to now: BitsHostId if set (§1.3.4.2), else the origin. */
@@ -412,6 +453,7 @@ export function next(u0: HttpUploader, outcome: UploaderOutcome, now: number): S
         request: 'GET (reply)',
         url: u.replyUrl ?? undefined,
         message: outcome.message,
+        retryAfterMs: outcome.retryAfterMs,
       };
       u.state = 'STATE_ERROR';
       return enter(u, now, notes);
@@ -448,6 +490,7 @@ function fail(u: HttpUploader, ack: Ack, now: number, notes: UploaderNote[], err
     request: ack.request,
     url: u.lastSent?.url,
     message: ack.problem,
+    retryAfterMs: parseRetryAfter(ack.retryAfter, now),
     ...err,
   };
   u.state = 'STATE_ERROR';
@@ -520,8 +563,13 @@ function onFragmentAck(u: HttpUploader, ack: Ack, now: number, notes: UploaderNo
   const received = ack.receivedContentRange!;
 
   // §3.1.5.2.4: "perform necessary checks on the value received through BITS-Received-Content-Range".
-  if (received > size) {
-    return fail(u, ack, now, notes, { kind: 'protocol', message: `server acknowledged byte ${received} of a ${size}-byte file` });
+  // The server's offset wins (§3.1.4.3), but no honest server holds bytes it was
+  // never sent: believing it would complete an upload with a hole in it.
+  if (received > expected) {
+    return fail(u, ack, now, notes, {
+      kind: 'protocol',
+      message: `server acknowledged ${received} bytes, but bits had sent only ${expected} of ${size}`,
+    });
   }
   if (ack.kind === 'resync' && received === sentOffset) {
     return fail(u, ack, now, notes, {
@@ -533,25 +581,28 @@ function onFragmentAck(u: HttpUploader, ack: Ack, now: number, notes: UploaderNo
   // §3.1.5.1.4: "If (HostIdFallback timer has been set) Reset the HostIdFallback timer"
   u.hostIdFallbackDeadline = null;
 
+  // "If (value of BITS-Received-Content-Range … is not equal to FRAGMENT-START-OFFSET +
+  // FRAGMENT-LENGTH) Set FRAGMENT-START-OFFSET to value of BITS-Received-Content-Range"
+  // (a 416 naming exactly the end of what we sent is an Ack whose 200 got lost on a retry).
+  u.fragmentStartOffset = received;
+  u.bytesTransferred = received;
+  u.fragmentLength = 0;
+  if (received > u.highWaterMark) {
+    // Progress: the only thing that forgives earlier restarts and resyncs.
+    u.highWaterMark = received;
+    u.sessionRestarts = 0;
+    u.consecutiveResyncs = 0;
+  }
   if (received !== expected) {
-    // "If (value of BITS-Received-Content-Range … is not equal to FRAGMENT-START-OFFSET +
-    // FRAGMENT-LENGTH) Set FRAGMENT-START-OFFSET to value of BITS-Received-Content-Range"
     u.consecutiveResyncs++;
     notes.push({ type: 'resync', from: expected, to: received });
     if (u.consecutiveResyncs > MAX_CONSECUTIVE_RESYNCS) {
       return fail(u, ack, now, notes, {
-        kind: 'protocol',
-        message: `server moved the upload offset ${u.consecutiveResyncs} times in a row (last to ${received})`,
+        kind: 'transient',
+        message: `the server moved the upload offset ${u.consecutiveResyncs} times without confirming a byte beyond ${u.highWaterMark} (last to ${received})`,
       });
     }
-  } else {
-    u.consecutiveResyncs = 0;
   }
-  // A 416 naming exactly the end of what we sent is an Ack whose 200 got lost on a retry.
-  if (received > u.bytesTransferred) u.sessionRestarts = 0;
-  u.fragmentStartOffset = received;
-  u.bytesTransferred = received;
-  u.fragmentLength = 0;
 
   // "If(FRAGMENT-START-OFFSET is equal to UploadEntityInfo.SourceEntitySize)"
   if (u.fragmentStartOffset === size) return finalFragment(u, ack, now, notes);
@@ -694,18 +745,20 @@ function onError(u: HttpUploader, now: number, notes: UploaderNote[]): Step {
   // (§3.1.5.2.1: "restart the upload with a CREATE-SESSION message"). The new
   // session starts from byte 0: the old one's bytes are gone with it.
   if (u.bitsErrorCode === HRESULT.BG_E_SESSION_NOT_FOUND && u.lastSent?.type !== 'CANCEL-SESSION') {
-    if (u.sessionRestarts >= u.maxSessionRestarts) {
-      return { state: u, action: { type: 'REPORT-ERROR', error: { ...err, kind: 'permanent' } }, notes };
-    }
     u.sessionRestarts++;
-    notes.push({ type: 'session-restart', count: u.sessionRestarts });
     u.bitsSessionId = null;
     u.fragmentStartOffset = 0;
     u.fragmentLength = 0;
     u.bytesTransferred = 0;
     u.replyUrl = null;
-    u.consecutiveResyncs = 0;
     u.state = 'STATE_CREATE_SESSION';
+    if (u.sessionRestarts > u.maxSessionRestarts) {
+      // Not at once any more: the higher layer waits its retry delay, then `resume` creates the session.
+      u.state = 'STATE_ERROR';
+      const message = `the server lost the upload session ${u.sessionRestarts} times without confirming a byte beyond ${u.highWaterMark}`;
+      return { state: u, action: { type: 'REPORT-ERROR', error: { ...err, kind: 'transient', message } }, notes };
+    }
+    notes.push({ type: 'session-restart', count: u.sessionRestarts });
     return enter(u, now, notes);
   }
 

@@ -34,6 +34,7 @@ export {
   type NewJob,
   type CredentialSource,
   type UploadCheckpoint,
+  upgradeUploadCheckpoint,
   type DownloadCheckpoint,
   type JsonValue,
   type JsonObject,

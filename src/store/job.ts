@@ -7,6 +7,7 @@
  * on every read, with no schema compilation at start-up.
  */
 import type { ErrorJson } from '../errors.js';
+import type { UploadCheckpoint } from '../protocol/uploader.js';
 
 export const STORE_SCHEMA_VERSION = 1;
 
@@ -46,31 +47,44 @@ export type JobOptions = {
 };
 
 /**
- * Upload checkpoint [MC-BUP] as stored: the upload client's UploadCheckpoint
- * (src/client/upload.ts) under the names `bits status` shows, null fields
- * omitted; src/jobs/runner.ts converts both ways.
+ * Upload checkpoint [MC-BUP]: the one schema, defined with the uploader
+ * (src/protocol/uploader.ts) and stored as the client reports it.
  */
-export type UploadCheckpoint = {
-  /** Size and mtime of the local source when the session was created (detects BG_E_LOCAL_FILE_CHANGED). */
-  sourceSize?: number;
-  sourceMtimeMs?: number;
-  /** BITS-Session-Id (a GUID, braces included). */
-  sessionId?: string;
-  /** BITS-Host-Id and when to fall back to the original URL (epoch ms), §3.1.5.1.2. */
-  hostId?: string;
-  hostIdFallbackDeadlineMs?: number;
-  /** The last offset the server confirmed with BITS-Received-Content-Range. */
-  confirmedOffset?: number;
-  fragmentSize?: number;
-  /** Upload-reply jobs: BITS-Reply-URL and the local file the reply goes to. */
-  replyUrl?: string;
-  replyFile?: string;
-  /** Content-Name sent with CREATE-SESSION (and every FRAGMENT); a resumed session must send the same. */
-  contentName?: string;
-  /** BITS-Host-Id-Fallback-Timeout in seconds (0xFFFFFFFF = infinite). */
-  hostIdFallbackTimeout?: number;
-  [key: string]: JsonValue | undefined;
-};
+export type { UploadCheckpoint } from '../protocol/uploader.js';
+
+/** BitsHostIDFallbackTimeout's initial value (§3.1.1.2): infinite. */
+const FALLBACK_INFINITE = 0xffffffff;
+
+/**
+ * Reads a job's `upload` record, whichever release wrote it: this schema, or
+ * the previous release's (sessionId, confirmedOffset, hostId,
+ * hostIdFallbackDeadlineMs, contentName, sourceSize, and a replyFile that now
+ * lives in the job's options). undefined when the record says nothing usable
+ * (no source identity): the upload then starts a new session.
+ */
+export function upgradeUploadCheckpoint(raw: unknown): UploadCheckpoint | undefined {
+  if (!isObject(raw)) return undefined;
+  const n = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+  const t = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const size = n(raw.sourceEntitySize) ?? n(raw.sourceSize);
+  const mtime = n(raw.sourceMtimeMs);
+  if (size === undefined || mtime === undefined) return undefined;
+  const session = t(raw.bitsSessionId) ?? t(raw.sessionId) ?? null;
+  const offset = n(raw.bytesTransferred) ?? n(raw.confirmedOffset) ?? n(raw.offset) ?? 0;
+  return {
+    bitsSessionId: session,
+    bytesTransferred: session === null ? 0 : offset,
+    highWaterMark: Math.max(n(raw.highWaterMark) ?? 0, offset),
+    bitsHostId: t(raw.bitsHostId) ?? t(raw.hostId) ?? null,
+    bitsHostIdFallbackTimeout: n(raw.bitsHostIdFallbackTimeout) ?? n(raw.hostIdFallbackTimeout) ?? FALLBACK_INFINITE,
+    hostIdFallbackDeadline: n(raw.hostIdFallbackDeadline) ?? n(raw.hostIdFallbackDeadlineMs) ?? null,
+    fragmentSize: n(raw.fragmentSize) ?? 0,
+    replyUrl: t(raw.replyUrl) ?? null,
+    sourceEntityName: t(raw.sourceEntityName) ?? t(raw.contentName) ?? '',
+    sourceEntitySize: size,
+    sourceMtimeMs: mtime,
+  };
+}
 
 /** Download checkpoint: opaque to the store beyond being a JSON object; narrowed by the download helper. */
 export type DownloadCheckpoint = {
@@ -254,10 +268,15 @@ export function validateJob(v: unknown, where = 'job'): Job {
     checkFields(`${where} runner`, v.runner as Record<string, unknown>, { pid: nonNegInt, host: str, since: isoDate }, ['pid', 'host']);
   }
   if (v.upload !== undefined) {
+    const strOrNull: Check = (x) => (x === null ? undefined : str(x));
+    const numOrNull: Check = (x) => (x === null ? undefined : num(x));
     checkFields(`${where} upload`, v.upload as Record<string, unknown>, {
-      sourceSize: nonNegInt, sourceMtimeMs: num, sessionId: str, hostId: str, hostIdFallbackDeadlineMs: num,
-      confirmedOffset: nonNegInt, fragmentSize: nonNegInt, replyUrl: str, replyFile: str,
-      contentName: str, hostIdFallbackTimeout: nonNegInt,
+      bitsSessionId: strOrNull, bytesTransferred: nonNegInt, highWaterMark: nonNegInt, bitsHostId: strOrNull,
+      bitsHostIdFallbackTimeout: nonNegInt, hostIdFallbackDeadline: numOrNull, fragmentSize: nonNegInt,
+      replyUrl: strOrNull, sourceEntityName: str, sourceEntitySize: nonNegInt, sourceMtimeMs: num,
+      // Written by the previous release (read through upgradeUploadCheckpoint).
+      sourceSize: nonNegInt, sessionId: str, hostId: str, hostIdFallbackDeadlineMs: num,
+      confirmedOffset: nonNegInt, replyFile: str, contentName: str, hostIdFallbackTimeout: nonNegInt,
     }, []);
   }
   if (v.download !== undefined) {

@@ -30,10 +30,10 @@ const seen: Seen[] = [];
 function readJob(): Seen['job'] {
   const file = path.join(home, 'jobs.json');
   if (!fs.existsSync(file)) return undefined;
-  const data = JSON.parse(fs.readFileSync(file, 'utf8')) as { jobs: Record<string, { state: string; runner?: { pid: number }; upload?: { confirmedOffset?: number; sessionId?: string } }> };
+  const data = JSON.parse(fs.readFileSync(file, 'utf8')) as { jobs: Record<string, { state: string; runner?: { pid: number }; upload?: { bytesTransferred?: number; bitsSessionId?: string | null } }> };
   const job = Object.values(data.jobs)[0];
   if (!job) return undefined;
-  return { state: job.state, runnerPid: job.runner?.pid, confirmed: job.upload?.confirmedOffset, sessionId: job.upload?.sessionId };
+  return { state: job.state, runnerPid: job.runner?.pid, confirmed: job.upload?.bytesTransferred, sessionId: job.upload?.bitsSessionId ?? undefined };
 }
 
 beforeAll(async () => {

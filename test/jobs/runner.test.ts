@@ -1,12 +1,10 @@
-/** The pure parts of the job runner: error -> state, checkpoint conversions, stored options. */
+/** The pure parts of the job runner: error -> state, stored options. */
 import { describe, expect, it } from 'vitest';
 import {
   finalStateFor,
-  fromStoredUpload,
   jobTransportOptions,
   outcomeForError,
   resumeRefusal,
-  toStoredUpload,
   transportFlagsFromJob,
   worstExitCode,
 } from '../../src/jobs/runner.js';
@@ -25,7 +23,6 @@ import {
 } from '../../src/errors.js';
 import { validateJob, type Job } from '../../src/store/index.js';
 import { isResumable } from '../../src/jobs/lifecycle.js';
-import type { UploadCheckpoint } from '../../src/client/upload.js';
 
 const NOW = new Date('2026-01-02T03:04:05.000Z');
 
@@ -92,45 +89,7 @@ describe('finalStateFor / worstExitCode', () => {
   });
 });
 
-describe('upload checkpoints in the store', () => {
-  const cp: UploadCheckpoint = {
-    destination: 'http://127.0.0.1:8080/up/a.bin',
-    sessionId: '{0A1B2C3D-0000-4000-8000-000000000001}',
-    hostId: null,
-    hostIdFallbackTimeout: 0xffffffff,
-    hostIdFallbackDeadline: null,
-    offset: 196_608,
-    fragmentSize: 65_536,
-    replyUrl: null,
-    sourceSize: 1_000_000,
-    sourceMtimeMs: 1_700_000_000_123.456,
-    contentName: 'a.bin',
-  };
-
-  it('round-trips through the stored form, null fields omitted, and passes the validator', () => {
-    const stored = toStoredUpload(cp, '/tmp/reply.bin');
-    expect(stored).not.toHaveProperty('hostId');
-    expect(stored).not.toHaveProperty('replyUrl');
-    expect(stored).toMatchObject({ confirmedOffset: 196_608, sessionId: cp.sessionId, replyFile: '/tmp/reply.bin' });
-    const job: Job = {
-      id: 'abc234', kind: 'upload', source: '/x', destination: cp.destination, state: 'transferring', bytesDone: cp.offset,
-      createdAt: NOW.toISOString(), updatedAt: NOW.toISOString(), upload: stored,
-    };
-    expect(() => validateJob(JSON.parse(JSON.stringify(job)))).not.toThrow();
-    expect(fromStoredUpload(JSON.parse(JSON.stringify(job)) as Job)).toEqual(cp);
-  });
-
-  it('host id and reply URL survive', () => {
-    const withHost = { ...cp, hostId: 'http://127.0.0.2:8080', hostIdFallbackTimeout: 60, hostIdFallbackDeadline: 1_800_000_000_000, replyUrl: 'http://127.0.0.1/r' };
-    const job = { destination: cp.destination, upload: toStoredUpload(withHost) };
-    expect(fromStoredUpload(job)).toEqual(withHost);
-  });
-
-  it('no session yet (killed before CREATE-SESSION was saved): start a new one', () => {
-    expect(fromStoredUpload({ destination: 'http://h/x', upload: { sourceSize: 10, sourceMtimeMs: 1, fragmentSize: 65536 } })).toBeUndefined();
-    expect(fromStoredUpload({ destination: 'http://h/x' })).toBeUndefined();
-  });
-});
+// Upload checkpoints in the store: test/upload/checkpoint.test.ts (one schema, no converters).
 
 describe('stored transport options never hold a secret', () => {
   it('drops passwords and secret headers, keeps the rest, makes TLS paths absolute', () => {

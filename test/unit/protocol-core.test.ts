@@ -15,6 +15,8 @@ import {
 import { applyHostId, encodePathSegment, parseDestinationUrl, resolveReplyUrl } from '../../src/protocol/urls.js';
 import { checkContentName, checkHeaderValue, encodeContentName } from '../../src/protocol/validate.js';
 import { ServerError, ExitCode, AuthError, toBitsError } from '../../src/errors.js';
+import { classifyAck, isSessionId, MAX_SESSION_ID_LENGTH, sameSessionId } from '../../src/protocol/ack.js';
+import { classifyHttpFailure } from '../../src/protocol/failure.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../../fixtures/spec-examples/${name}`, import.meta.url), 'latin1');
 
@@ -240,5 +242,67 @@ describe('§2.2.1 header-value rules', () => {
     expect(encodeContentName('x'.repeat(300))).toHaveLength(260);
     expect(encodeContentName('é'.repeat(100)).length).toBeLessThanOrEqual(260);
     for (const n of ['résumé.bin', 'a\nb', '日本語.txt', '%41']) expect(checkContentName(encodeContentName(n)).ok).toBe(true);
+  });
+});
+
+describe('Acks as real peers send them (src/protocol/ack.ts, issue 12)', () => {
+  const SID = '{A0FF5911-4144-45B3-BF27-27AFC8EC8A67}';
+  const a = (request: Parameters<typeof classifyAck>[0]['request'], status: number, headers: Record<string, string>, sentSessionId?: string) =>
+    classifyAck({ request, status, headers: { 'BITS-Packet-Type': 'Ack', ...headers }, sentSessionId });
+
+  it('12.1 reads the HRESULT from BITS-Error or BITS-Error-Code; BITS-Error wins when both are present', () => {
+    expect(a('FRAGMENT', 500, { 'BITS-Error-Code': '0x8020001F' }, SID)).toMatchObject({ kind: 'session-not-found', bitsError: HRESULT.BG_E_SESSION_NOT_FOUND });
+    expect(a('FRAGMENT', 500, { 'bits-error': '0x8020001F' }, SID).kind).toBe('session-not-found');
+    expect(getHeader({ 'bits-error-code': '0x1', 'BITS-Error': '0x2' }, H.Error)).toBe('0x2');
+    expect(getHeader({ 'BITS-Error': '0x2', 'bits-error-code': '0x1' }, H.Error)).toBe('0x2');
+  });
+
+  it('12.2 a BITS error on a 200 Ack (BITS-Error-Code: 1 on PING) is not a failure, not even BG_E_SESSION_NOT_FOUND', () => {
+    const ping = a('PING', 200, { 'BITS-Error-Code': '1' });
+    expect(ping.kind).toBe('ok');
+    expect(ping.bitsError).toBeUndefined();
+    expect(a('PING', 200, { 'BITS-Error': '0x8020001F' }).kind).toBe('ok');
+  });
+
+  it('12.3 session ids: any printable header token up to 256 characters, compared exactly (GUIDs as GUIDs)', () => {
+    expect(isSessionId('-5816921724287494047')).toBe(true);
+    expect(isSessionId(SID)).toBe(true);
+    expect(isSessionId('a b')).toBe(true);
+    expect(isSessionId('x'.repeat(MAX_SESSION_ID_LENGTH))).toBe(true);
+    expect(isSessionId('x'.repeat(MAX_SESSION_ID_LENGTH + 1))).toBe(false);
+    expect(isSessionId('a\r\nSet-Cookie: x')).toBe(false);
+    expect(isSessionId('a\u0000b')).toBe(false);
+    expect(isSessionId('é')).toBe(false);
+    expect(isSessionId('')).toBe(false);
+    const created = a('CREATE-SESSION', 200, { 'BITS-Session-Id': '-5816921724287494047' });
+    expect(created).toMatchObject({ kind: 'ok', sessionId: '-5816921724287494047' });
+    expect(a('CREATE-SESSION', 200, { 'BITS-Session-Id': 'x'.repeat(300) }).kind).toBe('invalid');
+    expect(sameSessionId(SID, SID.toLowerCase())).toBe(true);
+    expect(sameSessionId('-58', '-58')).toBe(true);
+    expect(sameSessionId('abc', 'ABC')).toBe(false);
+    expect(a('FRAGMENT', 200, { 'BITS-Session-Id': '-57', 'BITS-Received-Content-Range': '10' }, '-58').kind).toBe('invalid');
+  });
+
+  it('12.4 a 501 without a BITS error is a web server that does not speak BITS: permanent; with one it is a BITS refusal', () => {
+    expect(classifyAck({ request: 'CREATE-SESSION', status: 501, headers: {} })).toMatchObject({ kind: 'permanent', problem: expect.stringMatching(/not a BITS upload server/) });
+    const refused = a('CREATE-SESSION', 501, { 'BITS-Error': '0x80070005' });
+    expect(refused).toMatchObject({ kind: 'permanent', bitsError: 0x80070005 });
+    expect(refused.problem).toBeUndefined();
+  });
+
+  it('12.5 BITS-Recieved-Content-Range (misspelled) counts as BITS-Received-Content-Range, in a 416 and in a 200', () => {
+    expect(a('FRAGMENT', 416, { 'BITS-Recieved-Content-Range': '4096' }, SID)).toMatchObject({ kind: 'resync', receivedContentRange: 4096 });
+    expect(a('FRAGMENT', 200, { 'BITS-Recieved-Content-Range': '4096' }, SID)).toMatchObject({ kind: 'ok', receivedContentRange: 4096 });
+  });
+
+  it('error statuses are classified by the one failure table (src/protocol/failure.ts), Retry-After kept for the retry wait', () => {
+    for (const status of [400, 403, 404, 405, 408, 429, 500, 502, 503, 504, 505, 507]) {
+      for (const bitsError of [undefined, '0x80070057']) {
+        const ack = a('FRAGMENT', status, bitsError ? { 'BITS-Error': bitsError } : {}, SID);
+        const want = classifyHttpFailure(status, bitsError ? 0x80070057 : undefined) === 'retry' ? 'transient' : 'permanent';
+        expect(ack.kind, `${status} ${bitsError}`).toBe(want);
+      }
+    }
+    expect(a('FRAGMENT', 503, { 'Retry-After': '2' }, SID)).toMatchObject({ kind: 'transient', retryAfter: '2' });
   });
 });

@@ -8,7 +8,8 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { startServer, type RunningServer } from '../../src/server/index.js';
 import { uploadFile } from '../../src/client/upload.js';
-import { BitsError, ExitCode, formatErrorLine, ServerError } from '../../src/errors.js';
+import { BitsError, ExitCode, formatErrorLine, ProtocolError, ServerError } from '../../src/errors.js';
+import { startPeer } from './peers.js';
 import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -74,19 +75,32 @@ describe('server refusals', () => {
     expect(await fsp.readFile(join(root, 'keep', 'exists.bin'), 'utf8')).toBe('old');
   });
 
-  it('a plain HTTP server (no BITS Ack) is a ProtocolError, not a success', async () => {
+  it('node:http, which answers BITS_POST itself with 400, is a refusal: ServerError, exit 5, no retry', async () => {
     const { createServer } = await import('node:http');
-    // node:http rejects BITS_POST with 400 itself: exactly what a non-BITS server does.
     const plain = createServer((_q, s) => s.end('hello'));
     await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
     try {
       const port = (plain.address() as { port: number }).port;
-      let err: BitsError | undefined;
-      await uploadFile({ file, url: `http://127.0.0.1:${port}/x.bin`, noProgressTimeoutMs: 2000 }).catch((e) => (err = e));
-      expect(err).toBeDefined();
-      expect(err!.exitCode === ExitCode.SERVER || err!.exitCode === ExitCode.PROTOCOL).toBe(true);
+      const events: string[] = [];
+      const err = (await uploadFile({ file, url: `http://127.0.0.1:${port}/x.bin`, noProgressTimeoutMs: 5000, onEvent: (e) => events.push(e.type) }).catch((e) => e)) as BitsError;
+      expect(err).toBeInstanceOf(ServerError);
+      expect(err.exitCode).toBe(ExitCode.SERVER);
+      expect(err.httpStatus).toBe(400);
+      expect(events).not.toContain('retry');
     } finally {
       plain.close();
+    }
+  });
+
+  it('a 200 without BITS-Packet-Type: Ack (a plain web server) is a ProtocolError, exit 7, never a success', async () => {
+    const p = await startPeer({ override: () => ({ status: 200, body: '<html>hello</html>' }) });
+    try {
+      const err = (await uploadFile({ file, url: `${p.url}/x.bin`, noProgressTimeoutMs: 5000 }).catch((e) => e)) as BitsError;
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect(err.exitCode).toBe(ExitCode.PROTOCOL);
+      expect(err.message).toMatch(/no BITS-Packet-Type: Ack/);
+    } finally {
+      await p.close();
     }
   });
 });

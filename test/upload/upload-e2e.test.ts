@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { startServer, type RunningServer } from '../../src/server/index.js';
-import { cancelUpload, uploadFile, type UploadCheckpoint } from '../../src/client/upload.js';
+import { cancelUpload, DEFAULT_FRAGMENT_SIZE, uploadFile, type UploadCheckpoint } from '../../src/client/upload.js';
 import { ExitCode, InterruptedError, ProtocolError, SourceChangedError } from '../../src/errors.js';
 import type { TransferEvent } from '../../src/client/events.js';
 import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
@@ -33,7 +33,7 @@ afterAll(async () => {
   await tmp?.cleanup();
 });
 
-async function roundTrip(name: string, size: number, urlPath: string, serverPath: string, fragmentSize = FRAG) {
+async function roundTrip(name: string, size: number, urlPath: string, serverPath: string, fragmentSize: number | null = FRAG) {
   const file = join(src, name);
   await makeRandomFile(file, size);
   const events: TransferEvent[] = [];
@@ -41,7 +41,7 @@ async function roundTrip(name: string, size: number, urlPath: string, serverPath
   const r = await uploadFile({
     file,
     url: `${server.url}${urlPath}`,
-    fragmentSize,
+    ...(fragmentSize !== null ? { fragmentSize } : {}),
     onEvent: (e) => events.push(e),
     onCheckpoint: (cp) => {
       cps.push(cp);
@@ -65,12 +65,17 @@ describe('upload to bits serve', () => {
     const { cps } = await roundTrip(name, size, `/up/${name}`, `up/${name}`);
     // One checkpoint after CREATE-SESSION, one per acknowledged fragment.
     expect(cps.length).toBe(1 + Math.ceil(size / FRAG));
-    expect(cps.at(-1)!.offset).toBe(size);
+    expect(cps.at(-1)!.bytesTransferred).toBe(size);
     void label;
   });
 
   it('~20 MiB random file with the default fragment size', async () => {
-    await roundTrip('big.bin', 20 * 1024 * 1024 + 12345, '/up/big.bin', 'up/big.bin', 8 * 1024 * 1024);
+    const size = 20 * 1024 * 1024 + 12345;
+    const { cps } = await roundTrip('big.bin', size, '/up/big.bin', 'up/big.bin', null);
+    // No fragment size given: the client's default, one checkpoint per fragment of that size.
+    expect(DEFAULT_FRAGMENT_SIZE).toBe(8 * 1024 * 1024);
+    expect(cps.every((c) => c.fragmentSize === DEFAULT_FRAGMENT_SIZE)).toBe(true);
+    expect(cps.map((c) => c.bytesTransferred)).toEqual([0, DEFAULT_FRAGMENT_SIZE, 2 * DEFAULT_FRAGMENT_SIZE, size]);
   });
 
   it('a name with spaces and non-ASCII characters', async () => {
@@ -116,21 +121,21 @@ describe('suspend, resume, cancel, source changes', () => {
       signal: ac.signal,
       onCheckpoint: (cp) => {
         cps.push(cp);
-        if (cp.offset >= 3 * FRAG) ac.abort();
+        if (cp.bytesTransferred >= 3 * FRAG) ac.abort();
       },
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InterruptedError);
     expect((err as InterruptedError).exitCode).toBe(ExitCode.INTERRUPTED);
     const cp = cps.at(-1)!;
-    expect(cp.offset).toBe(3 * FRAG);
-    expect(cp.sessionId).toMatch(/^\{[0-9A-F-]{36}\}$/);
+    expect(cp.bytesTransferred).toBe(3 * FRAG);
+    expect(cp.bitsSessionId).toMatch(/^\{[0-9A-F-]{36}\}$/);
 
     const events: TransferEvent[] = [];
     const after: UploadCheckpoint[] = [];
     await uploadFile({ file, url: `${server.url}/up/resume.bin`, resume: cp, onEvent: (e) => events.push(e), onCheckpoint: (c) => void after.push(c) });
     expect(events[0]).toMatchObject({ type: 'start', resumedAt: 3 * FRAG });
-    expect(after.every((c) => c.sessionId === cp.sessionId)).toBe(true);
-    expect(after[0]!.offset).toBe(4 * FRAG);
+    expect(after.every((c) => c.bitsSessionId === cp.bitsSessionId)).toBe(true);
+    expect(after[0]!.bytesTransferred).toBe(4 * FRAG);
     expect(await sha256File(join(root, 'up/resume.bin'))).toBe(await sha256File(file));
   });
 
@@ -142,7 +147,7 @@ describe('suspend, resume, cancel, source changes', () => {
       url: `${server.url}/up/changing.bin`,
       fragmentSize: FRAG,
       onCheckpoint: async (cp) => {
-        if (cp.offset === 2 * FRAG) await fsp.appendFile(file, 'x');
+        if (cp.bytesTransferred === 2 * FRAG) await fsp.appendFile(file, 'x');
       },
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SourceChangedError);
@@ -162,7 +167,7 @@ describe('suspend, resume, cancel, source changes', () => {
       signal: ac.signal,
       onCheckpoint: (c) => {
         cp = c;
-        if (c.offset > 0) ac.abort();
+        if (c.bytesTransferred > 0) ac.abort();
       },
     }).catch(() => undefined);
     await fsp.appendFile(file, 'more');
@@ -181,17 +186,17 @@ describe('suspend, resume, cancel, source changes', () => {
       signal: ac.signal,
       onCheckpoint: (c) => {
         cp = c;
-        if (c.offset > 0) ac.abort();
+        if (c.bytesTransferred > 0) ac.abort();
       },
     }).catch(() => undefined);
-    const sessionDir = join(root, 'up', 'BITS-Sessions', 'Requests', cp!.sessionId!);
+    const sessionDir = join(root, 'up', 'BITS-Sessions', 'Requests', cp!.bitsSessionId!);
     expect((await fsp.stat(sessionDir)).isDirectory()).toBe(true);
-    await cancelUpload(cp!);
+    await cancelUpload(`${server.url}/up/cancel.bin`, cp!);
     await expect(fsp.stat(sessionDir)).rejects.toThrow();
-    await cancelUpload(cp!);
+    await cancelUpload(`${server.url}/up/cancel.bin`, cp!);
     // The cancelled session cannot be resumed: the client starts over with a new one.
     const r = await uploadFile({ file, url: `${server.url}/up/cancel.bin`, resume: cp! });
-    expect(r.sessionId).not.toBe(cp!.sessionId);
+    expect(r.sessionId).not.toBe(cp!.bitsSessionId);
     expect(await sha256File(join(root, 'up/cancel.bin'))).toBe(await sha256File(file));
   });
 

@@ -9,9 +9,10 @@ import {
   MIN_FRAGMENT_SIZE,
   next,
   planFragmentLength,
+  MAX_CONSECUTIVE_RESYNCS,
   restoreUploader,
-  retryDelayMs,
   shrinkFragmentSize,
+  snapshot,
   type HttpUploader,
   type Step,
   type UploaderOptions,
@@ -24,7 +25,7 @@ const SID = '{A0FF5911-4144-45B3-BF27-27AFC8EC8A67}';
 const T0 = 1_700_000_000_000;
 
 function uploader(size: number, opts: Partial<UploaderOptions> = {}): HttpUploader {
-  return createUploader({ destination: DEST, sourceEntityName: 'file.bin', sourceEntitySize: size }, { fragmentSize: 1000, ...opts });
+  return createUploader({ destination: DEST, sourceEntityName: 'file.bin', sourceEntitySize: size, sourceMtimeMs: 1 }, { fragmentSize: 1000, ...opts });
 }
 
 function ack(request: RequestPacketType, status: number, headers: Record<string, string> = {}, sentSessionId?: string): Ack {
@@ -166,14 +167,16 @@ describe('§3.1.5.1.4 STATE_FRAGMENT', () => {
     expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'protocol' } });
   });
 
-  it('416 resync: continue from the server offset, forwards or backwards', () => {
+  it('416 resync: continue from the server offset, within the fragment or backwards', () => {
     let s = atFirstFragment(5000);
-    s = next(s.state, { type: 'ack', ack: fragAck(3000, 416) }, T0);
-    expect(s.notes).toContainEqual({ type: 'resync', from: 1000, to: 3000 });
-    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 3000, length: 1000 });
-    s = next(s.state, { type: 'ack', ack: fragAck(500, 416) }, T0);
-    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 500, length: 1000 });
-    expect(s.state.bytesTransferred).toBe(500);
+    s = next(s.state, { type: 'ack', ack: fragAck(600, 416) }, T0);
+    expect(s.notes).toContainEqual({ type: 'resync', from: 1000, to: 600 });
+    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 600, length: 1000 });
+    expect(s.state.highWaterMark).toBe(600);
+    s = next(s.state, { type: 'ack', ack: fragAck(300, 416) }, T0);
+    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 300, length: 1000 });
+    expect(s.state.bytesTransferred).toBe(300);
+    expect(s.state.highWaterMark).toBe(600);
   });
 
   it('a 416 naming exactly the end of the fragment is a lost 200', () => {
@@ -183,10 +186,12 @@ describe('§3.1.5.1.4 STATE_FRAGMENT', () => {
     expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 1000 });
   });
 
-  it('a 200 with an offset jump trusts the server', () => {
-    const s = next(atFirstFragment(5000).state, { type: 'ack', ack: fragAck(4000) }, T0);
-    expect(s.notes).toContainEqual({ type: 'resync', from: 1000, to: 4000 });
-    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 4000, length: 1000 });
+  it('an Ack claiming bytes beyond the fragment in flight (200 or 416) is a protocol error (issue 11.4)', () => {
+    for (const status of [200, 416]) {
+      const s = next(atFirstFragment(5000).state, { type: 'ack', ack: fragAck(1001, status) }, T0);
+      expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'protocol' } });
+      expect((s.action as { error: { message: string } }).error.message).toMatch(/acknowledged 1001 bytes, but bits had sent only 1000/);
+    }
   });
 
   it('an offset beyond the file is a protocol error', () => {
@@ -210,16 +215,40 @@ describe('§3.1.5.1.4 STATE_FRAGMENT', () => {
     });
   });
 
-  it('endless resyncs end in a protocol error', () => {
+  it('resyncs that never pass the high-water mark end in a transient error after MAX_CONSECUTIVE_RESYNCS', () => {
+    // The issue 11 server: fragment 0 acknowledged every time, every later fragment 416 back to 0.
     let s = atFirstFragment(100_000);
     let i = 0;
-    while (s.action.type === 'FRAGMENT' && i < 50) {
+    while (s.action.type === 'FRAGMENT' && i < 100) {
       const off = s.action.offset;
-      s = next(s.state, { type: 'ack', ack: fragAck(off === 0 ? 7 : 0) }, T0);
+      s = next(s.state, { type: 'ack', ack: off === 0 ? fragAck(1000) : fragAck(0, 416) }, T0);
       i++;
     }
-    expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'protocol' } });
-    expect(i).toBeLessThan(20);
+    expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'transient' } });
+    expect(s.state.consecutiveResyncs).toBe(MAX_CONSECUTIVE_RESYNCS + 1);
+    // Re-acknowledging fragment 0 is not progress: it reset nothing.
+    expect(i).toBe(2 * (MAX_CONSECUTIVE_RESYNCS + 1));
+    expect(s.state.highWaterMark).toBe(1000);
+    // After the retry wait, resume; the next resync reports again at once (no progress in between).
+    s = next(s.state, { type: 'resume' }, T0);
+    expect(s.action.type).toBe('PING');
+    s = next(s.state, { type: 'ack', ack: ack('PING', 200) }, T0);
+    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 0 });
+    s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
+    s = next(s.state, { type: 'ack', ack: fragAck(0, 416) }, T0);
+    expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'transient' } });
+  });
+
+  it('only progress beyond the high-water mark resets the resync count', () => {
+    let s = atFirstFragment(100_000);
+    s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
+    s = next(s.state, { type: 'ack', ack: fragAck(0, 416) }, T0);
+    expect(s.state.consecutiveResyncs).toBe(1);
+    s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
+    expect(s.state.consecutiveResyncs).toBe(1);
+    s = next(s.state, { type: 'ack', ack: fragAck(2000) }, T0);
+    expect(s.state.consecutiveResyncs).toBe(0);
+    expect(s.state.highWaterMark).toBe(2000);
   });
 
   it('final Ack with a relative BITS-Reply-URL -> GET_REPLY resolved against the destination', () => {
@@ -268,16 +297,23 @@ describe('§3.1.5.1.7 STATE_ERROR', () => {
     expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 0 });
   });
 
-  it('gives up after 3 restarts in a row without progress, and progress resets the count', () => {
+  it('after 3 restarts without progress beyond the high-water mark, each further one waits (transient); only new bytes reset the count', () => {
     let s = atFirstFragment(5000);
+    s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
     for (let i = 0; i < 3; i++) {
       s = next(s.state, { type: 'ack', ack: errAck('FRAGMENT', 500, HRESULT.BG_E_SESSION_NOT_FOUND) }, T0);
       expect(s.action.type).toBe('CREATE-SESSION');
       s = next(s.state, { type: 'ack', ack: created() }, T0);
+      // The new session's fragment 0 re-acknowledges bytes already confirmed once: not progress.
+      s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
+      expect(s.state.sessionRestarts).toBe(i + 1);
     }
     const last = next(s.state, { type: 'ack', ack: errAck('FRAGMENT', 500, HRESULT.BG_E_SESSION_NOT_FOUND) }, T0);
-    expect(last.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'permanent', bitsError: HRESULT.BG_E_SESSION_NOT_FOUND } });
-    s = next(s.state, { type: 'ack', ack: fragAck(1000) }, T0);
+    expect(last.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'transient', bitsError: HRESULT.BG_E_SESSION_NOT_FOUND } });
+    // Resumed after the wait: a new session, from byte 0.
+    const resumed = next(last.state, { type: 'resume' }, T0);
+    expect(resumed.action.type).toBe('CREATE-SESSION');
+    s = next(s.state, { type: 'ack', ack: fragAck(2000) }, T0);
     expect(s.state.sessionRestarts).toBe(0);
   });
 
@@ -417,15 +453,33 @@ describe('§3.1.4.2-4 suspend, resume, cancel', () => {
   });
 
   it('restoreUploader + resume: PING, then FRAGMENT at the saved offset', () => {
-    const u = restoreUploader(
-      { destination: DEST, sourceEntityName: 'file.bin', sourceEntitySize: 5000 },
-      { fragmentSize: 1000 },
-      { bitsSessionId: SID, bitsHostId: null, bitsHostIdFallbackTimeout: FALLBACK_TIMEOUT_INFINITE, hostIdFallbackDeadline: null, bytesTransferred: 3000, fragmentSize: 2000, replyUrl: null },
-    );
+    const cp = {
+      bitsSessionId: SID,
+      bytesTransferred: 3000,
+      highWaterMark: 4000,
+      bitsHostId: null,
+      bitsHostIdFallbackTimeout: FALLBACK_TIMEOUT_INFINITE,
+      hostIdFallbackDeadline: null,
+      fragmentSize: 2000,
+      replyUrl: null,
+      sourceEntityName: 'file.bin',
+      sourceEntitySize: 5000,
+      sourceMtimeMs: 1,
+    };
+    const u = restoreUploader(DEST, cp, { fragmentSize: 1000 });
+    // The checkpoint is the snapshot: one schema, no converters.
+    expect(snapshot(u)).toEqual(cp);
     let s = next(u, { type: 'resume' }, T0);
     expect(s.action.type).toBe('PING');
     s = next(s.state, { type: 'ack', ack: ack('PING', 200) }, T0);
     expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 3000, length: 2000 });
+    // The high-water mark survived: re-confirming 4000 is not progress.
+    expect(s.state.highWaterMark).toBe(4000);
+  });
+
+  it('a checkpoint without a session resumes with CREATE-SESSION', () => {
+    const u = restoreUploader(DEST, { ...snapshot(uploader(5000)), sourceMtimeMs: 1 }, { fragmentSize: 1000 });
+    expect(next(u, { type: 'resume' }, T0).action.type).toBe('CREATE-SESSION');
   });
 });
 
@@ -454,11 +508,5 @@ describe('fragment planning', () => {
   it('shrinkFragmentSize halves down to 5 KiB', () => {
     expect(shrinkFragmentSize(8 * 1024 * 1024)).toBe(4 * 1024 * 1024);
     expect(shrinkFragmentSize(6 * 1024)).toBe(MIN_FRAGMENT_SIZE);
-  });
-  it('retryDelayMs: full jitter under an exponential cap', () => {
-    expect(retryDelayMs(0, 0.999, 500, 30_000)).toBeLessThan(500);
-    expect(retryDelayMs(3, 0.5, 500, 30_000)).toBe(2000);
-    expect(retryDelayMs(20, 0.999, 500, 30_000)).toBeLessThan(30_000);
-    expect(retryDelayMs(5, 0, 500, 30_000)).toBe(0);
   });
 });
