@@ -59,6 +59,8 @@ describe('through real proxies', () => {
   let proxyServer: http.Server;
   let proxyUrl: string;
   let proxyAuths: Array<string | undefined> = [];
+  /** `METHOD request-target` of every request the proxy authenticated. */
+  let proxyTargets: string[] = [];
   const payload = randomBytes(300_000);
   const payloadSha = createHash('sha256').update(payload).digest('hex');
   const transports: HttpTransport[] = [];
@@ -77,6 +79,7 @@ describe('through real proxies', () => {
     (proxyServer as ReturnType<typeof createProxy>).authenticate = (req) => {
       const h = req.headers['proxy-authorization'];
       proxyAuths.push(h);
+      proxyTargets.push(`${req.method} ${req.url}`);
       return h === 'Basic ' + Buffer.from('puser:proxy pass 9').toString('base64');
     };
     await new Promise<void>((r) => proxyServer.listen(0, '127.0.0.1', () => r()));
@@ -99,8 +102,9 @@ describe('through real proxies', () => {
     return Buffer.concat(chunks);
   }
 
-  it('GET through the proxy: answers the 407 with --proxy-user, byte-identical body, tunnel kept alive', async () => {
+  it('GET to an http target: absolute form to the proxy, answers the 407 with --proxy-user, byte-identical, proxy connection kept alive', async () => {
     proxyAuths = [];
+    proxyTargets = [];
     const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9') });
     const body = await fetchFile(t, plain.url);
     expect(createHash('sha256').update(body).digest('hex')).toBe(payloadSha);
@@ -108,7 +112,8 @@ describe('through real proxies', () => {
     expect(proxyAuths[1]).toMatch(/^Basic /);
     const before = plain.connections;
     await fetchFile(t, plain.url);
-    expect(plain.connections).toBe(before); // same tunnel reused
+    expect(plain.connections).toBe(before); // the proxy reused its server connection: ours to it stayed open
+    expect(proxyTargets).toEqual([`GET ${plain.url}/file`, `GET ${plain.url}/file`, `GET ${plain.url}/file`]);
     expect(t.proxyFor(new URL(plain.url))?.href).toBe(`${proxyUrl}/`);
   });
 
@@ -124,9 +129,18 @@ describe('through real proxies', () => {
   });
 
   it('HTTPS through CONNECT with the test CA', async () => {
+    proxyTargets = [];
     const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9'), tls: { ca: pki.ca } });
     const body = await fetchFile(t, secure.url);
     expect(createHash('sha256').update(body).digest('hex')).toBe(payloadSha);
+    expect(proxyTargets.every((x) => x === `CONNECT ${new URL(secure.url).host}`)).toBe(true);
+  });
+
+  it('proxyTunnel: true tunnels an http target too', async () => {
+    proxyTargets = [];
+    const t = mk({ proxy: proxyUrl, proxyTunnel: true, proxyCredentials: new Credentials('puser', 'proxy pass 9') });
+    expect((await fetchFile(t, plain.url)).equals(payload)).toBe(true);
+    expect(proxyTargets).toEqual([`CONNECT ${new URL(plain.url).host}`, `CONNECT ${new URL(plain.url).host}`]);
   });
 
   it('HTTPS_PROXY from the environment', async () => {
@@ -162,15 +176,15 @@ describe('through real proxies', () => {
     expect((err as Error).message).toMatch(/proxy 127\.0\.0\.1:\d+: connection refused/);
   });
 
-  it('NTLM proxy authentication: the handshake stays on one proxy connection', async () => {
+  it('NTLM proxy authentication (CONNECT forced with proxyTunnel): the handshake stays on one proxy connection', async () => {
     const p = await startNtlmProxy({ user: 'puser', password: 'proxy pass 9', domain: 'CORP' });
     try {
-      const t = mk({ proxy: p.url, proxyCredentials: new Credentials('CORP\\puser', 'proxy pass 9') });
+      const t = mk({ proxy: p.url, proxyTunnel: true, proxyCredentials: new Credentials('CORP\\puser', 'proxy pass 9') });
       const body = await fetchFile(t, plain.url);
       expect(body.equals(payload)).toBe(true);
       expect(p.state).toMatchObject({ verified: 1, failed: 0, wrongSocket: 0 });
       expect(p.connects).toBe(3);
-      const bad = mk({ proxy: p.url, proxyCredentials: new Credentials('CORP\\puser', 'wrong') });
+      const bad = mk({ proxy: p.url, proxyTunnel: true, proxyCredentials: new Credentials('CORP\\puser', 'wrong') });
       const err = await bad.request({ method: 'GET', url: new URL(`${plain.url}/file`) }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AuthError);
       expect(p.state.failed).toBe(1);
