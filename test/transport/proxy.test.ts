@@ -12,7 +12,7 @@ import { AuthError, TransportError } from '../../src/errors.js';
 import { Credentials } from '../../src/transport/credentials.js';
 import { HttpTransport } from '../../src/transport/http.js';
 import { matchesNoProxy, resolveProxy } from '../../src/transport/proxy.js';
-import { echoApp, startNtlmProxy, startRawServer, type RawServer } from '../helpers/auth-servers.js';
+import { echoApp, ntlmAuth, startNtlmProxy, startRawServer, type RawServer } from '../helpers/auth-servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 
 describe('NO_PROXY matching (curl rules)', () => {
@@ -174,6 +174,27 @@ describe('through real proxies', () => {
     const err = await mk({ proxy: `http://127.0.0.1:${port}` }).request({ method: 'GET', url: new URL(`${plain.url}/x`) }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransportError);
     expect((err as Error).message).toMatch(/proxy 127\.0\.0\.1:\d+: connection refused/);
+  });
+
+  it('NTLM to an http origin: the first 401 moves the origin from absolute form to a tunnel, the handshake on one connection', async () => {
+    const h = ntlmAuth({ user: 'suser', password: 'server pass', domain: 'CORP' }, (req) => app(req));
+    const origin = await startRawServer(h);
+    try {
+      proxyTargets = [];
+      const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9'), credentials: new Credentials('CORP\\suser', 'server pass') });
+      expect((await fetchFile(t, origin.url)).equals(payload)).toBe(true);
+      expect(h.state).toMatchObject({ verified: 1, failed: 0, wrongSocket: 0 });
+      const host = new URL(origin.url).host;
+      // 407, then the absolute-form GET that met NTLM, then CONNECTs only.
+      expect(proxyTargets.slice(0, 2)).toEqual([`GET ${origin.url}/file`, `GET ${origin.url}/file`]);
+      expect(proxyTargets.slice(2).length).toBeGreaterThan(0);
+      expect(proxyTargets.slice(2).every((x) => x === `CONNECT ${host}`)).toBe(true);
+      // The authenticated tunnel is kept: a second request needs no new handshake.
+      expect((await fetchFile(t, origin.url)).equals(payload)).toBe(true);
+      expect(h.state.verified).toBe(1);
+    } finally {
+      await origin.close();
+    }
   });
 
   it('NTLM proxy authentication (CONNECT forced with proxyTunnel): the handshake stays on one proxy connection', async () => {
