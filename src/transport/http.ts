@@ -39,7 +39,7 @@ import {
   type ProxyAuthState,
 } from './proxy.js';
 import { RateLimiter, ThrottleTransform } from './throttle.js';
-import { describeTlsError, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
+import { describeTlsError, refusalHint, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
 
 export const USER_AGENT = `bits/${VERSION} (+MC-BUP; Node.js)`;
 
@@ -111,6 +111,8 @@ export interface HttpResponse {
    * FILE --key FILE" (see refusalHint). Append it to the error message.
    */
   hint?: string;
+  /** https: whether the server sent a TLS CertificateRequest on this connection (undefined: unknown). */
+  clientCertificateRequested?: boolean;
 }
 
 /**
@@ -664,9 +666,13 @@ export class HttpTransport implements Transport {
       }
       return out;
     };
+    const certificateRequested = req.url.protocol === 'https:' ? this.connState.get(lease.client)?.certificateRequested : undefined;
+    const hint = refusalHint(res.statusCode, req.url, certificateRequested, this.extra.tls);
     return {
       status: res.statusCode,
       headers: h,
+      ...(hint ? { hint } : {}),
+      ...(certificateRequested !== undefined ? { clientCertificateRequested: certificateRequested } : {}),
       get body() {
         return getBody();
       },
@@ -787,9 +793,11 @@ function closesConnection(headers: Dispatcher.ResponseData['headers']): boolean 
  * server's signature algorithms from one, so getSharedSigalgs() is empty otherwise.
  */
 export function serverRequestedCertificate(socket: Socket): boolean | undefined {
-  const s = socket as Socket & { getSharedSigalgs?: () => string[] };
+  const s = socket as Socket & { getSharedSigalgs?: () => string[]; isSessionReused?: () => boolean };
   if (typeof s.getSharedSigalgs !== 'function') return undefined;
   try {
+    // A resumed session has no CertificateRequest (TLS 1.3 forbids it with a PSK): unknown.
+    if (s.isSessionReused?.()) return undefined;
     return s.getSharedSigalgs().length > 0;
   } catch {
     return undefined;

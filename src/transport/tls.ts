@@ -157,6 +157,23 @@ export function describeTlsError(err: unknown, host: string): TlsError | undefin
   return undefined;
 }
 
+/**
+ * What a refusal (4xx) over TLS may really mean, when the status says nothing: nginx
+ * with `ssl_verify_client on` completes the handshake without a client certificate
+ * and answers 400 ("No required SSL certificate was sent" in a body a HEAD never
+ * gets). `certificateRequested` is whether the server sent a CertificateRequest in
+ * the handshake (undefined: unknown). undefined when there is nothing to add.
+ */
+export function refusalHint(status: number, url: URL, certificateRequested: boolean | undefined, tls: TlsSettings | undefined): string | undefined {
+  if (url.protocol !== 'https:' || ![400, 403, 495, 496].includes(status)) return undefined;
+  if (tls?.cert) {
+    return certificateRequested && status !== 403 ? 'the server may have refused the client certificate given with --cert' : undefined;
+  }
+  if (certificateRequested) return 'the server asked for a client certificate during the TLS handshake and none was given: pass --cert FILE --key FILE';
+  if (certificateRequested === undefined && status !== 403) return 'the server may require a client certificate: pass --cert FILE --key FILE';
+  return undefined;
+}
+
 let insecureWarned = false;
 
 /** --insecure: said once per process, on stderr (the caller's `warn`). */

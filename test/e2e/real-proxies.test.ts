@@ -2,12 +2,13 @@
  * The built `bits` through real proxies on loopback: squid with Debian's stock
  * CONNECT rules (`http_access deny CONNECT !SSL_ports`) plus Basic auth, and
  * tinyproxy (which answers a wrong password with 401, not 407), to a real
- * `bits serve`. sha256 of what arrived at the end.
+ * `bits serve`; and nginx demanding a client certificate. sha256 of what arrived at the end.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { squidMissing, startSquid, startTinyproxy, tinyproxyMissing, type RunningProxy } from '../helpers/proxy-daemons.js';
+import { nginxMissing, squidMissing, startClientCertNginx, startSquid, startTinyproxy, tinyproxyMissing, type RunningProxy } from '../helpers/daemons.js';
+import { makeTestPki, type TestPki } from '../helpers/tls.js';
 import { ensureBuilt, expectOk, lines, makeRandomFile, sandbox, serve, sha256File, type Sandbox, type Served } from './e2e.js';
 
 const USER = 'puser';
@@ -102,5 +103,31 @@ describe.skipIf(tinyproxyMissing !== undefined)(`tinyproxy, BasicAuth${tinyproxy
     expect(r.code).toBe(6);
     expect(lines(r.stderr)).toHaveLength(1);
     expect(r.stderr).toMatch(new RegExp(`proxy 127\\.0\\.0\\.1:${tiny.port} rejected the proxy credentials \\(it answered HTTP 401 instead of 407`));
+  });
+});
+
+describe.skipIf(nginxMissing !== undefined)(`nginx with ssl_verify_client on${nginxMissing ? ` (skipped: ${nginxMissing})` : ''}`, () => {
+  let pki: TestPki;
+  let nginx: RunningProxy;
+  beforeAll(async () => {
+    pki = makeTestPki();
+    const root = path.join(box.dir, 'nginx-root');
+    mkdirSync(root);
+    copyFileSync(src, path.join(root, 'f.bin'));
+    nginx = await startClientCertNginx(root, { certFile: path.join(pki.dir, 'server.crt'), keyFile: path.join(pki.dir, 'server.key'), clientCaFile: pki.caFile });
+  });
+  afterAll(async () => {
+    await nginx?.stop();
+    pki?.cleanup();
+  });
+
+  it('--cert client.crt --key client.key (separate files) and a combined file: downloads byte-identical', async () => {
+    const combined = box.file('client-combined.pem');
+    writeFileSync(combined, Buffer.concat([pki.client.key, pki.client.cert]));
+    for (const [i, certArgs] of [['--cert', pki.client.certFile, '--key', pki.client.keyFile], ['--cert', combined]].entries()) {
+      const out = box.file(`nginx-${i}.down`);
+      expectOk(await box.bits(['download', `${nginx.url}/f.bin`, '-o', out, '--cacert', pki.caFile, ...certArgs]), `download with ${certArgs.join(' ')}`);
+      expect(await sha256File(out)).toBe(srcSha);
+    }
   });
 });

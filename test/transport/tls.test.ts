@@ -2,14 +2,16 @@
  * TLS against real loopback servers with a CA made for the test.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import http from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalFileError, TlsError, UsageError } from '../../src/errors.js';
 import { HttpTransport } from '../../src/transport/http.js';
-import { loadTlsFiles, type TlsSettings } from '../../src/transport/tls.js';
+import { loadTlsFiles, refusalHint, type TlsSettings } from '../../src/transport/tls.js';
+import { nginxMissing, startClientCertNginx, type RunningProxy } from '../helpers/daemons.js';
 import { echoApp, startRawServer, type RawServer } from '../helpers/auth-servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 
@@ -188,5 +190,51 @@ describe('client certificate and key files in the common formats (made with open
     expect(() => loadTlsFiles({ cert: f('der.crt'), key: f('der.crt') })).toThrow(/--key .*no private key in the file/);
     expect(() => loadTlsFiles({ cert: f('der.key') })).toThrow(/no certificate in the file/);
     expect(() => loadTlsFiles({ cert: f('der.crt') })).toThrow(/holds no private key: add --key FILE/);
+  });
+});
+
+describe.skipIf(nginxMissing !== undefined)(`nginx with ssl_verify_client on${nginxMissing ? ` (skipped: ${nginxMissing})` : ''}`, () => {
+  let nginx: RunningProxy;
+  let root: string;
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'bits-nginx-root-'));
+    writeFileSync(join(root, 'f.bin'), 'client certificates only\n');
+    nginx = await startClientCertNginx(root, { certFile: join(pki.dir, 'server.crt'), keyFile: join(pki.dir, 'server.key'), clientCaFile: pki.caFile });
+  });
+  afterAll(async () => {
+    await nginx?.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  async function ask(method: string, tls: TlsSettings): Promise<{ status: number; hint?: string; requested?: boolean; body: string }> {
+    const t = new HttpTransport({ tls, env: {}, connectTimeoutMs: 5000 });
+    transports.push(t);
+    const res = await t.request({ method, url: new URL(`${nginx.url}/f.bin`) });
+    return { status: res.status, hint: res.hint, requested: res.clientCertificateRequested, body: await res.text() };
+  }
+
+  it('no --cert: the handshake succeeds, HEAD and GET get 400, and the response says a client certificate is needed', async () => {
+    for (const method of ['HEAD', 'GET']) {
+      const r = await ask(method, { ca: pki.ca });
+      expect(r.status).toBe(400);
+      expect(r.requested).toBe(true);
+      expect(r.hint).toMatch(/asked for a client certificate .*none was given: pass --cert FILE --key FILE/);
+    }
+    expect((await ask('GET', { ca: pki.ca })).body).toMatch(/No required SSL certificate was sent/);
+  });
+
+  it('--cert/--key in separate files: 200, no hint', async () => {
+    const r = await ask('GET', loadTlsFiles({ cacert: pki.caFile, cert: pki.client.certFile, key: pki.client.keyFile }));
+    expect(r).toMatchObject({ status: 200, body: 'client certificates only\n' });
+    expect(r.hint).toBeUndefined();
+  });
+
+  it('refusalHint: only for https refusals, and only when it has something to say', () => {
+    const u = new URL('https://h/');
+    expect(refusalHint(400, u, undefined, undefined)).toMatch(/may require a client certificate/);
+    expect(refusalHint(400, u, false, undefined)).toBeUndefined();
+    expect(refusalHint(404, u, true, undefined)).toBeUndefined();
+    expect(refusalHint(400, new URL('http://h/'), undefined, undefined)).toBeUndefined();
+    expect(refusalHint(400, u, true, { cert: 'x' })).toMatch(/refused the client certificate/);
   });
 });

@@ -1,8 +1,9 @@
 /**
- * Real proxies for the tests: squid (stock Debian CONNECT rules plus Basic auth) and
- * tinyproxy (BasicAuth), each with its own config in a temp dir, in the foreground
- * on a loopback port the test picks, killed afterwards. `.ci/run` installs both; a
- * test skips (with the reason) only when the binary is not there.
+ * Real daemons for the transport tests: squid (stock Debian CONNECT rules plus Basic
+ * auth), tinyproxy (BasicAuth) and nginx over TLS demanding a client certificate,
+ * each with its own config in a temp dir, in the foreground on a loopback port the
+ * test picks, killed afterwards. `.ci/run` installs them; a test skips (with the
+ * reason) only when the binary is not there.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
@@ -11,11 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const SQUID = ['/usr/sbin/squid', '/usr/bin/squid', '/usr/local/sbin/squid'].find((p) => existsSync(p));
+export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/bin/nginx'].find((p) => existsSync(p));
 export const TINYPROXY = ['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy', '/usr/local/bin/tinyproxy'].find((p) => existsSync(p));
 const NCSA_AUTH = ['/usr/lib/squid/basic_ncsa_auth', '/usr/lib64/squid/basic_ncsa_auth', '/usr/libexec/squid/basic_ncsa_auth'].find((p) => existsSync(p));
 
 /** Why a daemon test cannot run here, or undefined. */
 export const squidMissing = !SQUID ? 'squid is not installed (apt-get install squid; .ci/run installs it)' : !NCSA_AUTH ? 'squid has no basic_ncsa_auth helper' : undefined;
+export const nginxMissing = !NGINX ? 'nginx is not installed (apt-get install nginx; .ci/run installs it)' : undefined;
 export const tinyproxyMissing = !TINYPROXY ? 'tinyproxy is not installed (apt-get install tinyproxy; .ci/run installs it)' : undefined;
 
 export interface RunningProxy {
@@ -134,4 +137,46 @@ export async function startTinyproxy(user: string, password: string): Promise<Ru
   const port = await freePort();
   writeFileSync(join(dir, 'tinyproxy.conf'), `Port ${port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Info\nMaxClients 20\nBasicAuth ${user} ${password}\n`);
   return startDaemon(TINYPROXY!, ['-d', '-c', join(dir, 'tinyproxy.conf')], port, dir, undefined);
+}
+
+/**
+ * nginx serving `root` over TLS with `ssl_verify_client on` against `clientCa`: a
+ * request without a client certificate gets 400 ("No required SSL certificate was
+ * sent"), after a handshake that succeeded.
+ */
+export async function startClientCertNginx(root: string, tls: { certFile: string; keyFile: string; clientCaFile: string }): Promise<RunningProxy> {
+  if (nginxMissing) throw new Error(nginxMissing);
+  const dir = mkdtempSync(join(tmpdir(), 'bits-nginx-tls-'));
+  const port = await freePort();
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    `${asRoot ? 'user root;' : ''}
+worker_processes 1;
+daemon off;
+error_log ${dir}/error.log warn;
+pid ${dir}/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_certificate ${tls.certFile};
+    ssl_certificate_key ${tls.keyFile};
+    ssl_client_certificate ${tls.clientCaFile};
+    ssl_verify_client on;
+    root ${root};
+    location / { }
+  }
+}
+`,
+  );
+  const d = await startDaemon(NGINX!, ['-c', join(dir, 'nginx.conf'), '-p', dir], port, dir, undefined);
+  return { ...d, url: `https://127.0.0.1:${port}` };
 }
