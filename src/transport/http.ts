@@ -7,6 +7,11 @@
  * body is consumed, across the authentication round trips, so the legs of an NTLM
  * handshake always share a connection whatever the pool size.
  *
+ * Through a proxy (src/transport/proxy.ts): https origins get a CONNECT tunnel per
+ * connection; http origins are asked in absolute form over connections to the proxy,
+ * so "one connection" for an upload is then one connection to the proxy, and an http
+ * origin that answers with NTLM/Negotiate is moved to a tunnel (useTunnel).
+ *
  * Timers follow MC-BUP §3.1.2 / §3.6.2: the request timer covers sending the
  * request body (it restarts whenever the body makes progress, so a rate limit does
  * not trip it), the response timer covers waiting for the response headers and
@@ -373,7 +378,8 @@ export class HttpTransport implements Transport {
   /**
    * The dispatcher for an origin, so callers can reuse it (e.g. fetch). It is the
    * origin's first connection: with the default single connection, the very one
-   * `request()` uses.
+   * `request()` uses. For an http origin behind a proxy (absolute form) it is a
+   * connection to the proxy: requests on it need the absolute URL as their path.
    */
   dispatcherFor(url: URL): Dispatcher {
     return this.poolFor(url).first();
