@@ -486,7 +486,7 @@ export class HttpTransport implements Transport {
         if (proxyProgress?.session?.preemptive) forward!.auth.session = proxyProgress.session;
         return this.wrapResponse(res, req, lease, finish);
       }
-      if (forward && proxyProgress!.session && isProxyRefusal401(forward.auth, headerValue(res.headers['www-authenticate']))) {
+      if (forward && proxyProgress!.session && isProxyRefusal401(forward.auth, headerValue(res.headers['www-authenticate']), headerValue(res.headers['via']))) {
         // tinyproxy: a wrong proxy password is answered with 401 in the proxy's own realm.
         if (proxyProgress!.fromMemory) forward.auth.session = undefined;
         await dump(res);

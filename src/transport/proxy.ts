@@ -168,10 +168,12 @@ export function rememberProxyRealms(auth: ProxyAuthState, challenges: Challenge[
 /**
  * Whether a 401 answering a request that carried Proxy-Authorization is the proxy
  * refusing its credentials (a proxy that says 401 where RFC 7235 says 407): it
- * challenges with a realm the proxy itself offered in its 407.
+ * challenges with a realm the proxy itself offered in its 407, and has no Via
+ * header (a proxy adds one to every response it forwards, RFC 7230 §5.7.1, so a
+ * server's 401 in the same realm still reaches the server's credentials).
  */
-export function isProxyRefusal401(auth: ProxyAuthState, wwwAuthenticate: string | undefined): boolean {
-  if (!auth.realms?.size) return false;
+export function isProxyRefusal401(auth: ProxyAuthState, wwwAuthenticate: string | undefined, via: string | undefined): boolean {
+  if (!auth.realms?.size || via) return false;
   return parseChallenges(wwwAuthenticate).some((c) => auth.realms!.has(realmKey(c)));
 }
 

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthError, TransportError } from '../../src/errors.js';
 import { Credentials } from '../../src/transport/credentials.js';
 import { HttpTransport } from '../../src/transport/http.js';
-import { matchesNoProxy, resolveProxy } from '../../src/transport/proxy.js';
+import { isProxyRefusal401, matchesNoProxy, rememberProxyRealms, resolveProxy } from '../../src/transport/proxy.js';
+import { parseChallenges } from '../../src/transport/auth/challenge.js';
 import { echoApp, ntlmAuth, startNtlmProxy, startRawServer, type RawServer } from '../helpers/auth-servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 
@@ -49,6 +50,19 @@ describe('NO_PROXY matching (curl rules)', () => {
     // Loopback is proxied when asked: no implicit bypass.
     expect(resolveProxy(u('http://127.0.0.1:80/'), { env: {}, proxy: 'http://p:1' })?.host).toBe('p:1');
     expect(() => resolveProxy(u('http://t/'), { env: {}, proxy: 'socks5://p:1' })).toThrow(/socks5 proxies are not supported/);
+  });
+});
+
+describe('a 401 from the proxy itself (tinyproxy) vs from the server', () => {
+  it('the proxy\'s own realm and no Via: the proxy; a Via, another realm, or no 407 seen yet: the server', () => {
+    const auth = {};
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', undefined)).toBe(false);
+    rememberProxyRealms(auth, parseChallenges('Basic realm="Tinyproxy"'));
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', undefined)).toBe(true);
+    expect(isProxyRefusal401(auth, 'basic realm="tinyproxy"', undefined)).toBe(true);
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', '1.1 tinyproxy (tinyproxy/1.11.1)')).toBe(false);
+    expect(isProxyRefusal401(auth, 'Basic realm="files"', undefined)).toBe(false);
+    expect(isProxyRefusal401(auth, 'Digest realm="Tinyproxy", nonce="n"', undefined)).toBe(false);
   });
 });
 
