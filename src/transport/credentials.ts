@@ -9,7 +9,10 @@ import { inspect } from 'node:util';
 import { InterruptedError, UsageError } from '../errors.js';
 
 export interface CredentialSource {
-  /** flag: `--user name:password`; env: BITS_USER/BITS_PASSWORD; prompt: asked on the terminal. */
+  /**
+   * flag: `--user name:password`; env: BITS_USER/BITS_PASSWORD (for a proxy:
+   * BITS_PROXY_USER/BITS_PROXY_PASSWORD); prompt: asked on the terminal.
+   */
   kind: 'flag' | 'env' | 'prompt';
   /** May carry a domain: `DOMAIN\user`. */
   user: string;
@@ -130,22 +133,43 @@ export function promptPassword(prompt: string, io: PromptIO = {}): Promise<strin
   });
 }
 
+/** Where a script puts the proxy's user name and password: never BITS_USER/BITS_PASSWORD, which are the server's. */
+export const PROXY_USER_VARIABLE = 'BITS_PROXY_USER';
+export const PROXY_PASSWORD_VARIABLE = 'BITS_PROXY_PASSWORD';
+
+/** Whose password: the server's (BITS_PASSWORD) or the proxy's (BITS_PROXY_PASSWORD). */
+export type CredentialTarget = 'server' | 'proxy';
+
+function passwordVariable(target: CredentialTarget | undefined): string {
+  return target === 'proxy' ? PROXY_PASSWORD_VARIABLE : 'BITS_PASSWORD';
+}
+
 /**
- * The password for a stored source: for `flag` and `prompt`, BITS_PASSWORD if set
- * (a resumed job has no command-line password any more), else asked on the terminal;
- * for `env`, BITS_PASSWORD, else asked. No terminal and no password -> UsageError.
+ * The password for a stored source: for `flag` and `prompt`, the password variable
+ * if set (a resumed job has no command-line password any more), else asked on the
+ * terminal; for `env`, the variable, else asked. No terminal and no password ->
+ * UsageError. The variable is BITS_PASSWORD, or BITS_PROXY_PASSWORD when
+ * `target: 'proxy'`.
  */
-export async function resolveCredentials(source: CredentialSource, io: PromptIO & { password?: string; what?: string } = {}): Promise<Credentials> {
+export async function resolveCredentials(
+  source: CredentialSource,
+  io: PromptIO & { password?: string; what?: string; target?: CredentialTarget } = {},
+): Promise<Credentials> {
   const env = io.env ?? process.env;
   if (io.password !== undefined) return new Credentials(source.user, io.password);
-  const fromEnv = env['BITS_PASSWORD'];
+  const fromEnv = env[passwordVariable(io.target)];
   if (fromEnv !== undefined && fromEnv !== '') return new Credentials(source.user, fromEnv);
-  const pw = await promptPassword(`${io.what ?? 'Password'} for ${source.user}: `, io);
+  const pw = await promptPassword(`${io.what ?? (io.target === 'proxy' ? 'Proxy password' : 'Password')} for ${source.user}: `, io).catch((e: unknown) => {
+    if (io.target === 'proxy' && e instanceof UsageError) {
+      throw new UsageError(`the proxy password for ${source.user} is needed but there is no terminal to ask on: give it with --proxy-user NAME:PASSWORD or ${PROXY_PASSWORD_VARIABLE}`);
+    }
+    throw e;
+  });
   return new Credentials(source.user, pw);
 }
 
 /** Memoised lazy provider: nothing is asked unless a server actually challenges. */
-export function credentialProvider(source: CredentialSource, io: PromptIO & { password?: string; what?: string } = {}): CredentialProvider {
+export function credentialProvider(source: CredentialSource, io: PromptIO & { password?: string; what?: string; target?: CredentialTarget } = {}): CredentialProvider {
   let p: Promise<Credentials> | undefined;
   return () => {
     p ??= resolveCredentials(source, io).catch((e: unknown) => {
@@ -174,4 +198,59 @@ export function credentialSourceFrom(userOption: string | undefined, env: NodeJS
     return { source: { kind: password ? 'env' : 'prompt', user }, password: password || undefined };
   }
   return undefined;
+}
+
+/**
+ * Where the proxy credentials come from, for scripts as well as people: --proxy-user
+ * wins; its password is the flag's, else BITS_PROXY_PASSWORD, else a prompt. Without
+ * the flag, BITS_PROXY_USER (with BITS_PROXY_PASSWORD, else a prompt). BITS_PASSWORD
+ * is never the proxy's. Persist `source` alone (kind 'env' = read the variables again).
+ */
+export function proxyCredentialSourceFrom(
+  proxyUserOption: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): { source: CredentialSource; password?: string } | undefined {
+  const fromEnv = env[PROXY_PASSWORD_VARIABLE] || undefined;
+  if (fromEnv) registerSecret(fromEnv);
+  if (proxyUserOption !== undefined) {
+    const { user, password } = parseUserOption(proxyUserOption, '--proxy-user');
+    if (password !== undefined) return { source: { kind: 'flag', user }, password };
+    if (fromEnv) return { source: { kind: 'env', user }, password: fromEnv };
+    return { source: { kind: 'prompt', user } };
+  }
+  const user = env[PROXY_USER_VARIABLE];
+  if (!user) return undefined;
+  return { source: { kind: fromEnv ? 'env' : 'prompt', user }, password: fromEnv };
+}
+
+/**
+ * The proxy credentials and their storable source for one run (what the CLI puts in
+ * TransportOptions.proxyCredentials / proxyCredentialSource). Without a password and
+ * without a terminal -> UsageError naming BITS_PROXY_PASSWORD.
+ */
+export function proxyCredentialsOption(
+  proxyUserOption: string | undefined,
+  io: PromptIO = {},
+): { source: CredentialSource; provider: CredentialProvider } | undefined {
+  const env = io.env ?? process.env;
+  const found = proxyCredentialSourceFrom(proxyUserOption, env);
+  if (!found) return undefined;
+  const input = io.input ?? process.stdin;
+  if (found.password === undefined && !input.isTTY) {
+    throw new UsageError(
+      `proxy user ${found.source.user} has no password and there is no terminal to ask on: use --proxy-user NAME:PASSWORD or set ${PROXY_PASSWORD_VARIABLE}`,
+    );
+  }
+  return { source: found.source, provider: credentialProvider(found.source, { ...io, env, password: found.password, target: 'proxy' }) };
+}
+
+/**
+ * BITS_PROXY_USER / BITS_PROXY_PASSWORD as fixed credentials, for a transport given
+ * no proxy credentials at all (a script, a resumed job): undefined unless both are set.
+ */
+export function proxyCredentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  const user = env[PROXY_USER_VARIABLE];
+  const password = env[PROXY_PASSWORD_VARIABLE];
+  if (!user || password === undefined || password === '') return undefined;
+  return new Credentials(user, password);
 }

@@ -7,6 +7,11 @@
  * body is consumed, across the authentication round trips, so the legs of an NTLM
  * handshake always share a connection whatever the pool size.
  *
+ * Through a proxy (src/transport/proxy.ts): https origins get a CONNECT tunnel per
+ * connection; http origins are asked in absolute form over connections to the proxy,
+ * so "one connection" for an upload is then one connection to the proxy, and an http
+ * origin that answers with NTLM/Negotiate is moved to a tunnel (useTunnel).
+ *
  * Timers follow MC-BUP §3.1.2 / §3.6.2: the request timer covers sending the
  * request body (it restarts whenever the body makes progress, so a rate limit does
  * not trip it), the response timer covers waiting for the response headers and
@@ -24,10 +29,22 @@ import { VERSION } from '../version.js';
 import { noteBufferChurn } from '../memory.js';
 import { parseChallenges } from './auth/challenge.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
-import { Credentials, type CredentialProvider, type CredentialSource } from './credentials.js';
-import { createTunnelConnector, proxyCredentialsFromUrl, resolveProxy, type ProxyAuthState } from './proxy.js';
+import { Credentials, proxyCredentialsFromEnv, type CredentialProvider, type CredentialSource } from './credentials.js';
+import {
+  answerProxyChallenge,
+  createProxyConnector,
+  createTunnelConnector,
+  isProxyRefusal401,
+  proxyAuthError,
+  proxyCredentialsFromUrl,
+  proxyRefused401,
+  resolveProxy,
+  startProxyAuth,
+  type ProxyAuthProgress,
+  type ProxyAuthState,
+} from './proxy.js';
 import { RateLimiter, ThrottleTransform } from './throttle.js';
-import { describeTlsError, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
+import { describeTlsError, refusalHint, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
 
 export const USER_AGENT = `bits/${VERSION} (+MC-BUP; Node.js)`;
 
@@ -54,6 +71,12 @@ export interface TransportOptions {
   proxyCredentialSource?: CredentialSource;
   /** Overrides NO_PROXY from the environment. */
   noProxy?: string;
+  /**
+   * Tunnel http:// targets through the proxy with CONNECT too. By default only
+   * https:// is tunnelled and http:// requests go to the proxy in absolute form
+   * (RFC 7230 §5.3.2), which proxies that allow CONNECT to port 443 only accept.
+   */
+  proxyTunnel?: boolean;
   /** --cacert / --cert / --key / --insecure. */
   tls?: TlsSettings;
   /** --limit-rate: bytes per second for request and response bodies together; 0/undefined = unlimited. */
@@ -87,6 +110,14 @@ export interface HttpResponse {
   body: Readable;
   discard(): Promise<void>;
   text(maxBytes?: number): Promise<string>;
+  /**
+   * For a refusal (4xx), what the status alone does not say but the connection did:
+   * e.g. "the server asked for a client certificate and none was given: pass --cert
+   * FILE --key FILE" (see refusalHint). Append it to the error message.
+   */
+  hint?: string;
+  /** https: whether the server sent a TLS CertificateRequest on this connection (undefined: unknown). */
+  clientCertificateRequested?: boolean;
 }
 
 /**
@@ -106,14 +137,26 @@ type ResolvedOptions = Required<Pick<TransportOptions, 'requestTimeoutMs' | 'res
 interface ConnectionState {
   /** The last TLS-level error the connection's socket reported. */
   tlsError?: Error;
+  /** The server sent a TLS CertificateRequest on the current connection. */
+  certificateRequested?: boolean;
   /** Counts connections opened, to tell whether a request got a fresh one. */
   connects: number;
 }
 
+/**
+ * How an origin's requests travel: straight to it, through a CONNECT tunnel, or to
+ * the proxy in absolute form ('forward': the Clients' origin is then the proxy).
+ */
+type Route = { kind: 'direct' } | { kind: 'tunnel'; proxy: URL } | { kind: 'forward'; proxy: URL; auth: ProxyAuthState };
+
 interface Lease {
   client: Client;
+  route: Route;
   release(): void;
 }
+
+/** Thrown inside a request when an origin must move from absolute form to a tunnel. */
+class NeedsTunnel extends Error {}
 
 /** N single-connection undici Clients for one origin, leased to one request at a time. */
 class OriginPool {
@@ -124,6 +167,7 @@ class OriginPool {
   constructor(
     private readonly size: number,
     private readonly create: () => Client,
+    readonly route: Route,
   ) {}
 
   first(): Client {
@@ -161,6 +205,7 @@ class OriginPool {
     const c = client;
     return {
       client: c,
+      route: this.route,
       release: () => {
         if (released) return;
         released = true;
@@ -203,6 +248,8 @@ export class HttpTransport implements Transport {
   /** Basic/Digest sessions that worked, by origin: sent pre-emptively on later requests. */
   private readonly originAuth = new Map<string, AuthSession>();
   private readonly proxyAuth = new Map<string, ProxyAuthState>();
+  /** Origins reached through a CONNECT tunnel although http (NTLM/Negotiate to the origin). */
+  private readonly tunnelOrigins = new Set<string>();
   private readonly connState = new WeakMap<Client, ConnectionState>();
   private readonly credentials?: CredentialProvider;
   private readonly proxyCredentials?: CredentialProvider;
@@ -241,6 +288,22 @@ export class HttpTransport implements Transport {
     return clean;
   }
 
+  /**
+   * One authentication state per proxy, shared by its tunnels and absolute-form
+   * requests. Credentials: proxyCredentials (--proxy-user), else user:password in the
+   * proxy URL, else BITS_PROXY_USER / BITS_PROXY_PASSWORD (proxyCredentialsFromEnv).
+   */
+  private proxyAuthFor(proxy: URL): ProxyAuthState {
+    let auth = this.proxyAuth.get(proxy.origin);
+    if (!auth) {
+      const env = this.extra.env ?? process.env;
+      const fixed = proxyCredentialsFromUrl(proxy, env) ?? proxyCredentialsFromEnv(env);
+      auth = { credentials: this.proxyCredentials ?? (fixed ? () => Promise.resolve(fixed) : undefined) };
+      this.proxyAuth.set(proxy.origin, auth);
+    }
+    return auth;
+  }
+
   private poolFor(url: URL): OriginPool {
     const origin = url.origin;
     let pool = this.pools.get(origin);
@@ -248,25 +311,30 @@ export class HttpTransport implements Transport {
       const tlsOpts = tlsConnectOptions(this.extra.tls);
       const proxy = resolveProxy(url, { proxy: this.extra.proxy, noProxy: this.extra.noProxy, env: this.extra.env });
       let connect: Client.Options['connect'];
+      let route: Route = { kind: 'direct' };
+      let clientOrigin = origin;
       if (proxy) {
-        const key = proxy.origin;
-        let auth = this.proxyAuth.get(key);
-        if (!auth) {
-          const fromUrl = proxyCredentialsFromUrl(proxy);
-          auth = { credentials: this.proxyCredentials ?? (fromUrl ? () => Promise.resolve(fromUrl) : undefined) };
-          this.proxyAuth.set(key, auth);
-        }
+        const auth = this.proxyAuthFor(proxy);
         const proxyUrl = new URL(proxy.href);
         proxyUrl.username = '';
         proxyUrl.password = '';
-        connect = createTunnelConnector({
-          proxy: proxyUrl,
-          targetTls: tlsOpts,
-          proxyTls: tlsOpts,
-          connectTimeoutMs: this.options.connectTimeoutMs,
-          userAgent: this.options.userAgent,
-          auth,
-        });
+        if (url.protocol === 'https:' || this.extra.proxyTunnel || this.tunnelOrigins.has(origin)) {
+          route = { kind: 'tunnel', proxy: proxyUrl };
+          connect = createTunnelConnector({
+            proxy: proxyUrl,
+            targetTls: tlsOpts,
+            proxyTls: tlsOpts,
+            connectTimeoutMs: this.options.connectTimeoutMs,
+            userAgent: this.options.userAgent,
+            auth,
+          });
+        } else {
+          // Absolute form: undici's Client talks to the proxy (as undici's own ProxyAgent
+          // does for http targets); send() puts the full URL in the request line.
+          route = { kind: 'forward', proxy: proxyUrl, auth };
+          clientOrigin = proxyUrl.origin;
+          connect = createProxyConnector(proxyUrl, tlsOpts, this.options.connectTimeoutMs);
+        }
       } else {
         connect = buildConnector({ ...(tlsOpts as buildConnector.BuildOptions), timeout: this.options.connectTimeoutMs });
       }
@@ -276,13 +344,15 @@ export class HttpTransport implements Transport {
         // handshake; undici then only reports "other side closed". Keep the socket's own
         // TLS error so the user learns what really happened.
         const seen: ConnectionState = { connects: 0 };
-        const client = new Client(origin, {
+        const client = new Client(clientOrigin, {
           pipelining: 1,
           connect: (opts, cb) => {
             seen.tlsError = undefined;
+            seen.certificateRequested = undefined;
             seen.connects++;
             base(opts, (err, socket) => {
               if (socket) guardPausedParserEnd(socket as Socket);
+              if (socket && url.protocol === 'https:') seen.certificateRequested = serverRequestedCertificate(socket as Socket);
               socket?.on('error', (e: NodeJS.ErrnoException) => {
                 if (typeof e.code === 'string' && /SSL|TLS|CERT/.test(e.code)) seen.tlsError = e;
               });
@@ -299,7 +369,7 @@ export class HttpTransport implements Transport {
         this.connState.set(client, seen);
         return client;
       };
-      pool = new OriginPool(Math.max(1, this.options.connections), create);
+      pool = new OriginPool(Math.max(1, this.options.connections), create, route);
       this.pools.set(origin, pool);
     }
     return pool;
@@ -308,7 +378,8 @@ export class HttpTransport implements Transport {
   /**
    * The dispatcher for an origin, so callers can reuse it (e.g. fetch). It is the
    * origin's first connection: with the default single connection, the very one
-   * `request()` uses.
+   * `request()` uses. For an http origin behind a proxy (absolute form) it is a
+   * connection to the proxy: requests on it need the absolute URL as their path.
    */
   dispatcherFor(url: URL): Dispatcher {
     return this.poolFor(url).first();
@@ -320,13 +391,28 @@ export class HttpTransport implements Transport {
       // The URL ends up in job stores and messages: a password in it would leak.
       throw new UsageError('credentials in the URL are not accepted: use --user NAME (password prompted) or BITS_USER/BITS_PASSWORD');
     }
-    const lease = await this.poolFor(req.url).acquire(req.signal);
-    try {
-      return await this.requestWithAuth(lease, req);
-    } catch (e) {
-      lease.release();
-      throw e;
+    for (let attempt = 0; ; attempt++) {
+      const lease = await this.poolFor(req.url).acquire(req.signal);
+      try {
+        return await this.requestWithAuth(lease, req);
+      } catch (e) {
+        lease.release();
+        if (!(e instanceof NeedsTunnel) || attempt > 0) throw e;
+        this.useTunnel(req.url);
+      }
     }
+  }
+
+  /**
+   * NTLM and Negotiate authenticate a connection, but a forward proxy may send each
+   * absolute-form request over a different connection to the server: from now on the
+   * origin goes through a CONNECT tunnel, which is one connection end to end.
+   */
+  private useTunnel(url: URL): void {
+    this.tunnelOrigins.add(url.origin);
+    const old = this.pools.get(url.origin);
+    this.pools.delete(url.origin);
+    void old?.close();
   }
 
   private authError(status: number, req: HttpRequest, res: Dispatcher.ResponseData, message: string): AuthError {
@@ -346,6 +432,9 @@ export class HttpTransport implements Transport {
     const tried = new Set<string>();
     let firstBodyUsed = false;
     const where = req.url.host;
+    const route = lease.route;
+    const forward = route.kind === 'forward' ? route : undefined;
+    const proxyProgress: ProxyAuthProgress | undefined = forward ? startProxyAuth(forward.auth) : undefined;
     for (let round = 0; round < 10; round++) {
       const headers: Record<string, string> = {
         'user-agent': this.options.userAgent,
@@ -353,16 +442,56 @@ export class HttpTransport implements Transport {
         ...lowerKeys(req.headers ?? {}),
       };
       if (session) headers['authorization'] = session.authorization(info);
+      if (forward) {
+        headers['host'] = req.url.host;
+        if (proxyProgress!.session) headers['proxy-authorization'] = proxyProgress!.session.authorization({ method: req.method, uri: absoluteTarget(req.url) });
+      }
       let body: RequestBody | undefined;
       if (typeof req.body === 'function') body = req.body();
       else {
         body = req.body;
         firstBodyUsed = true;
       }
-      const { res, finish } = await this.send(lease.client, req, headers, body);
+      const { res, finish } = await this.send(lease, req, headers, body);
+      const resendCheck = async (status: number, fail: (m: string) => Promise<never>) => {
+        if (firstBodyUsed && !isResendable(req.body)) {
+          await fail(`${status === 407 ? `proxy ${forward!.proxy.host}` : where} asked for authentication (HTTP ${status}) but the request body was a stream that cannot be sent again`);
+        }
+      };
+      if (forward && res.statusCode === 407) {
+        // The proxy's challenge to an absolute-form request: the same rules as for CONNECT.
+        const fail = async (message: string): Promise<never> => {
+          await dump(res);
+          finish();
+          throw proxyAuthError(forward.proxy.host, req.headers?.['BITS-Packet-Type'] ?? req.method, message);
+        };
+        let active: AuthSession;
+        try {
+          active = await answerProxyChallenge(forward.auth, proxyProgress!, headerValue(res.headers['proxy-authenticate']), forward.proxy.host, req.method);
+        } catch (e) {
+          await dump(res);
+          finish();
+          throw e;
+        }
+        await resendCheck(407, fail);
+        if (active.connectionBound && closesConnection(res.headers)) {
+          await fail(`proxy ${forward.proxy.host} closed the connection during the ${active.scheme} handshake, which needs one connection`);
+        }
+        await dump(res);
+        finish();
+        continue;
+      }
       if (res.statusCode !== 401) {
         if (session?.preemptive) this.originAuth.set(origin, session);
+        if (proxyProgress?.session?.preemptive) forward!.auth.session = proxyProgress.session;
         return this.wrapResponse(res, req, lease, finish);
+      }
+      if (forward && proxyProgress!.session && isProxyRefusal401(forward.auth, headerValue(res.headers['www-authenticate']), headerValue(res.headers['via']))) {
+        // tinyproxy: a wrong proxy password is answered with 401 in the proxy's own realm.
+        if (proxyProgress!.fromMemory) forward.auth.session = undefined;
+        await dump(res);
+        finish();
+        throw proxyRefused401(forward.proxy.host, req.headers?.['BITS-Packet-Type'] ?? req.method, proxyProgress!.session.scheme);
       }
       // 401: RFC 7235 + §3.1.5.1.7.
       const challenges = parseChallenges(headerValue(res.headers['www-authenticate']));
@@ -391,10 +520,13 @@ export class HttpTransport implements Transport {
         if (!session) await fail(`${where} offers no authentication scheme bits supports (HTTP 401, offers ${offeredSchemes(challenges)})`);
         tried.add(session!.scheme.toLowerCase());
       }
-      if (firstBodyUsed && !isResendable(req.body)) {
-        await fail(`${where} asked for authentication (HTTP 401) but the request body was a stream that cannot be sent again`);
+      await resendCheck(401, fail);
+      if (forward && session!.connectionBound) {
+        await dump(res);
+        finish();
+        throw new NeedsTunnel();
       }
-      if (session!.connectionBound && /\bclose\b/i.test(headerValue(res.headers['connection']) ?? '')) {
+      if (session!.connectionBound && closesConnection(res.headers)) {
         await fail(`${where} closed the connection during the ${session!.scheme} handshake, which needs one connection`);
       }
       await dump(res);
@@ -410,7 +542,7 @@ export class HttpTransport implements Transport {
 
   /** One HTTP exchange up to the response headers, with the request and response timers. */
   private async send(
-    client: Client,
+    lease: Lease,
     req: HttpRequest,
     headers: Record<string, string>,
     body: RequestBody | undefined,
@@ -452,10 +584,11 @@ export class HttpTransport implements Transport {
       arm('request');
       dispatchBody = Readable.from(this.paceBody(body, ac.signal, () => arm('request'), () => arm('response')), { objectMode: false });
     }
+    const client = lease.client;
     const connectsBefore = this.connState.get(client)?.connects ?? 0;
     try {
       const res = await client.request({
-        path: req.url.pathname + req.url.search,
+        path: lease.route.kind === 'forward' ? absoluteTarget(req.url) : req.url.pathname + req.url.search,
         method: req.method as Dispatcher.HttpMethod,
         headers,
         body: dispatchBody,
@@ -539,9 +672,13 @@ export class HttpTransport implements Transport {
       }
       return out;
     };
+    const certificateRequested = req.url.protocol === 'https:' ? this.connState.get(lease.client)?.certificateRequested : undefined;
+    const hint = refusalHint(res.statusCode, req.url, certificateRequested, this.extra.tls);
     return {
       status: res.statusCode,
       headers: h,
+      ...(hint ? { hint } : {}),
+      ...(certificateRequested !== undefined ? { clientCertificateRequested: certificateRequested } : {}),
       get body() {
         return getBody();
       },
@@ -645,6 +782,31 @@ async function dump(res: Dispatcher.ResponseData): Promise<void> {
     await res.body.dump({ limit: 64 * 1024 });
   } catch {
     /* the connection is dropped instead of reused: harmless */
+  }
+}
+
+/** The absolute-form request-target (RFC 7230 §5.3.2): the URL without fragment. */
+function absoluteTarget(url: URL): string {
+  return `${url.origin}${url.pathname}${url.search}`;
+}
+
+function closesConnection(headers: Dispatcher.ResponseData['headers']): boolean {
+  return /\bclose\b/i.test(headerValue(headers['connection']) ?? headerValue(headers['proxy-connection']) ?? '');
+}
+
+/**
+ * Whether the server sent a TLS CertificateRequest: a client only learns the
+ * server's signature algorithms from one, so getSharedSigalgs() is empty otherwise.
+ */
+export function serverRequestedCertificate(socket: Socket): boolean | undefined {
+  const s = socket as Socket & { getSharedSigalgs?: () => string[]; isSessionReused?: () => boolean };
+  if (typeof s.getSharedSigalgs !== 'function') return undefined;
+  try {
+    // A resumed session has no CertificateRequest (TLS 1.3 forbids it with a PSK): unknown.
+    if (s.isSessionReused?.()) return undefined;
+    return s.getSharedSigalgs().length > 0;
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,22 +1,33 @@
 /**
  * Forward proxies: which proxy a URL goes through (--proxy, then HTTP_PROXY /
- * HTTPS_PROXY / ALL_PROXY with NO_PROXY, as curl reads them), and the CONNECT tunnel.
+ * HTTPS_PROXY / ALL_PROXY with NO_PROXY, as curl reads them), how a request reaches
+ * it, and proxy authentication.
+ *
+ * How a request reaches the proxy (what curl and browsers do):
+ * - an https:// target goes through a CONNECT tunnel (TLS end to end);
+ * - an http:// target is sent to the proxy in absolute form (RFC 7230 §5.3.2,
+ *   `GET http://host/path HTTP/1.1` with Proxy-Authorization) over a kept-alive
+ *   connection to the proxy, because most corporate proxies (squid's stock
+ *   `http_access deny CONNECT !SSL_ports`) refuse CONNECT to anything but port 443.
+ *   `proxyTunnel: true` forces a tunnel for http too, and NTLM/Negotiate to an http
+ *   origin switches that origin to a tunnel (see HttpTransport): a forward proxy may
+ *   carry each request on a different server connection, and NTLM authenticates the
+ *   connection.
  *
  * We tunnel with our own connector rather than undici's ProxyAgent because ProxyAgent
  * turns a 407 into an opaque error: it cannot answer a Proxy-Authenticate challenge,
- * and NTLM proxy authentication needs several CONNECTs on one proxy connection. Here
- * the tunnel runs the same 407 logic as the 401 path (Basic, Digest, NTLM, Negotiate),
- * then undici gets the tunnelled socket (wrapped in TLS for https targets) and keeps
- * it alive like any other connection. Plain-http targets are tunnelled too.
+ * and NTLM proxy authentication needs several CONNECTs on one proxy connection. Both
+ * paths share answerProxyChallenge (Basic, Digest, NTLM, Negotiate).
  */
 import net from 'node:net';
 import tls, { type ConnectionOptions } from 'node:tls';
 import { createRequire } from 'node:module';
 import type { buildConnector as BuildConnector } from 'undici';
 import { AuthError, ServerError, TimeoutError, TransportError, UsageError, BitsError } from '../errors.js';
-import { parseChallenges } from './auth/challenge.js';
+import { parseChallenges, type Challenge } from './auth/challenge.js';
+import { HRESULT } from '../protocol/hresult.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
-import { Credentials, registerSecret, type CredentialProvider } from './credentials.js';
+import { Credentials, PROXY_PASSWORD_VARIABLE, registerSecret, type CredentialProvider } from './credentials.js';
 import { describeTlsError } from './tls.js';
 
 /** A proxy URL from an option or the environment: scheme defaults to http; socks is refused. */
@@ -122,16 +133,124 @@ export function resolveProxy(target: URL, sel: ProxySelection = {}): URL | undef
   return parseProxyUrl(value, from);
 }
 
-/** Proxy credentials for this run: --proxy-user wins over user:password in the proxy URL. */
-export function proxyCredentialsFromUrl(proxy: URL): Credentials | undefined {
+/**
+ * The credentials in a proxy URL (--proxy-user wins over them). A URL with a user
+ * but no password (what a job stores) takes the password from BITS_PROXY_PASSWORD.
+ */
+export function proxyCredentialsFromUrl(proxy: URL, env: NodeJS.ProcessEnv = {}): Credentials | undefined {
   if (!proxy.username) return undefined;
-  return new Credentials(decodeURIComponent(proxy.username), decodeURIComponent(proxy.password));
+  const password = proxy.password ? decodeURIComponent(proxy.password) : (env[PROXY_PASSWORD_VARIABLE] ?? '');
+  return new Credentials(decodeURIComponent(proxy.username), password);
 }
 
 /** Per-proxy memory: credentials and the session that worked (sent pre-emptively next time). */
 export interface ProxyAuthState {
   credentials?: CredentialProvider;
   session?: AuthSession;
+  /**
+   * `scheme realm` (lower case) of every challenge the proxy sent with a 407: a 401
+   * carrying one of them came from the proxy, not the server (tinyproxy answers a
+   * wrong proxy password with 401 and its own realm).
+   */
+  realms?: Set<string>;
+}
+
+function realmKey(c: Challenge): string {
+  return `${c.scheme.toLowerCase()} ${(c.params['realm'] ?? '').toLowerCase()}`;
+}
+
+/** Notes the realms of a proxy's 407 challenges (see ProxyAuthState.realms). */
+export function rememberProxyRealms(auth: ProxyAuthState, challenges: Challenge[]): void {
+  auth.realms ??= new Set();
+  for (const c of challenges) auth.realms.add(realmKey(c));
+}
+
+/**
+ * Whether a 401 answering a request that carried Proxy-Authorization is the proxy
+ * refusing its credentials (a proxy that says 401 where RFC 7235 says 407): it
+ * challenges with a realm the proxy itself offered in its 407, and has no Via
+ * header (a proxy adds one to every response it forwards, RFC 7230 §5.7.1, so a
+ * server's 401 in the same realm still reaches the server's credentials).
+ */
+export function isProxyRefusal401(auth: ProxyAuthState, wwwAuthenticate: string | undefined, via: string | undefined): boolean {
+  if (!auth.realms?.size || via) return false;
+  return parseChallenges(wwwAuthenticate).some((c) => auth.realms!.has(realmKey(c)));
+}
+
+/** The AuthError for a proxy that refused, named as such (exit 6). */
+export function proxyAuthError(proxyName: string, request: string, message: string, status = 407): AuthError {
+  return new AuthError({ httpStatus: status, request, url: `proxy ${proxyName}` }, message);
+}
+
+/** A 401 from the proxy (see isProxyRefusal401), as the AuthError it really is. */
+export function proxyRefused401(proxyName: string, request: string, scheme: string | undefined): AuthError {
+  return proxyAuthError(
+    proxyName,
+    request,
+    `proxy ${proxyName} rejected the proxy credentials (it answered HTTP 401 instead of 407${scheme ? `, ${scheme}` : ''}): check --proxy-user / BITS_PROXY_USER and BITS_PROXY_PASSWORD`,
+    401,
+  );
+}
+
+/** Where one request stands in a proxy authentication exchange. */
+export interface ProxyAuthProgress {
+  session?: AuthSession;
+  /** The session was remembered from an earlier request, not chosen for this one. */
+  fromMemory: boolean;
+  tried: Set<string>;
+}
+
+export function startProxyAuth(auth: ProxyAuthState): ProxyAuthProgress {
+  return { session: auth.session, fromMemory: auth.session !== undefined, tried: new Set() };
+}
+
+/**
+ * The answer to one 407: the session whose Proxy-Authorization goes with the next
+ * attempt, or an AuthError (no credentials, refused, nothing supported). The one
+ * place the 407 rules live, for CONNECT and for absolute-form requests.
+ */
+export async function answerProxyChallenge(
+  auth: ProxyAuthState,
+  progress: ProxyAuthProgress,
+  proxyAuthenticate: string | undefined,
+  proxyName: string,
+  request: string,
+): Promise<AuthSession> {
+  const challenges = parseChallenges(proxyAuthenticate);
+  rememberProxyRealms(auth, challenges);
+  const session = progress.session;
+  let next = session ? session.onChallenge(challenges) : 'unsupported';
+  if (progress.fromMemory && next === 'rejected' && !challenges.some((c) => c.scheme.toLowerCase() === session!.scheme.toLowerCase())) next = 'unsupported';
+  if (progress.fromMemory && next !== 'continue') auth.session = undefined;
+  if (next === 'rejected') throw proxyAuthError(proxyName, request, `proxy ${proxyName} rejected the proxy credentials (HTTP 407, ${session!.scheme})`);
+  if (next === 'continue') return session!;
+  if (!auth.credentials) {
+    throw proxyAuthError(
+      proxyName,
+      request,
+      `proxy ${proxyName} requires authentication (HTTP 407, offers ${offeredSchemes(challenges)}): give --proxy-user NAME, put the user in the proxy URL, or set BITS_PROXY_USER/BITS_PROXY_PASSWORD`,
+    );
+  }
+  const creds = await auth.credentials();
+  const chosen = chooseSession(challenges, creds, progress.tried);
+  progress.fromMemory = false;
+  if (!chosen) throw proxyAuthError(proxyName, request, `proxy ${proxyName} offers no authentication scheme bits supports (${offeredSchemes(challenges)})`);
+  progress.tried.add(chosen.scheme.toLowerCase());
+  progress.session = chosen;
+  return chosen;
+}
+
+/** The typed error for a failure to reach the proxy itself (TCP or its TLS). */
+export function proxyConnectError(err: unknown, proxy: URL): Error {
+  if (err instanceof BitsError) return err;
+  const tlsErr = describeTlsError(err, `proxy ${proxy.host}`);
+  if (tlsErr) return tlsErr;
+  const code = (err as NodeJS.ErrnoException).code ?? (err as { cause?: { code?: string } }).cause?.code;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new TimeoutError(`could not connect to proxy ${proxy.host}: connect timeout`, 'connect', { cause: err });
+  return new TransportError(`could not connect to proxy ${proxy.host}: ${code === 'ECONNREFUSED' ? 'connection refused' : ((err as Error).message ?? String(err))}`, {
+    cause: err,
+    hresult: code === 'ECONNREFUSED' ? HRESULT.ERROR_INTERNET_CANNOT_CONNECT : undefined,
+  });
 }
 
 export interface TunnelOptions {
@@ -241,11 +360,10 @@ export async function openTunnel(o: TunnelOptions, host: string, port: number, s
   const onAbort = () => socket.destroy();
   signal.addEventListener('abort', onAbort);
   let reader = new SocketReader(socket);
-  let session = o.auth.session;
-  let fromMemory = session !== undefined;
-  const tried = new Set<string>();
+  const progress = startProxyAuth(o.auth);
   try {
     for (let round = 0; round < 8; round++) {
+      const session = progress.session;
       const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`, `User-Agent: ${o.userAgent}`, 'Proxy-Connection: keep-alive'];
       if (session) lines.push(`Proxy-Authorization: ${session.authorization({ method: 'CONNECT', uri: authority })}`);
       socket.write(lines.join('\r\n') + '\r\n\r\n');
@@ -256,51 +374,27 @@ export async function openTunnel(o: TunnelOptions, host: string, port: number, s
         if (rest.length) socket.unshift(rest);
         return socket;
       }
+      // Nothing but the proxy answers a CONNECT: its 401 is its refusal of our credentials.
+      if (res.status === 401) {
+        if (progress.fromMemory) o.auth.session = undefined;
+        throw session
+          ? proxyRefused401(proxyName, 'CONNECT', session.scheme)
+          : proxyAuthError(proxyName, 'CONNECT', `proxy ${proxyName} requires authentication (HTTP 401): give --proxy-user NAME or set BITS_PROXY_USER/BITS_PROXY_PASSWORD`, 401);
+      }
       if (res.status !== 407) {
         throw new ServerError(
           { httpStatus: res.status, request: 'CONNECT', url: `proxy ${proxyName}` },
           `proxy ${proxyName} refused to open a tunnel to ${authority}: HTTP ${res.status}`,
         );
       }
-      const challenges = parseChallenges(res.headers['proxy-authenticate']);
-      let next = session ? session.onChallenge(challenges) : 'unsupported';
-      if (fromMemory && next === 'rejected' && !challenges.some((c) => c.scheme.toLowerCase() === session!.scheme.toLowerCase())) next = 'unsupported';
-      if (fromMemory && next !== 'continue') o.auth.session = undefined;
-      if (next === 'rejected') {
-        throw new AuthError(
-          { httpStatus: 407, request: 'CONNECT', url: `proxy ${proxyName}` },
-          `proxy ${proxyName} rejected the proxy credentials (HTTP 407, ${session!.scheme})`,
-        );
-      }
-      if (next === 'unsupported') {
-        if (!o.auth.credentials) {
-          throw new AuthError(
-            { httpStatus: 407, request: 'CONNECT', url: `proxy ${proxyName}` },
-            `proxy ${proxyName} requires authentication (HTTP 407, offers ${offeredSchemes(challenges)}): give --proxy-user NAME or put the user in the proxy URL`,
-          );
-        }
-        const creds = await o.auth.credentials();
-        session = chooseSession(challenges, creds, tried);
-        fromMemory = false;
-        if (!session) {
-          throw new AuthError(
-            { httpStatus: 407, request: 'CONNECT', url: `proxy ${proxyName}` },
-            `proxy ${proxyName} offers no authentication scheme bits supports (${offeredSchemes(challenges)})`,
-          );
-        }
-        tried.add(session.scheme.toLowerCase());
-      }
-      const active: AuthSession = session!;
+      const active = await answerProxyChallenge(o.auth, progress, res.headers['proxy-authenticate'], proxyName, 'CONNECT');
       // Keep the connection when the 407 leaves it usable (NTLM needs that); else reconnect.
       const len = res.headers['content-length'];
       const keep = res.version === '1.1' && len !== undefined && !/\bclose\b/i.test(res.headers['connection'] ?? res.headers['proxy-connection'] ?? '');
       if (keep) await reader.skip(Number(len));
       else {
         if (active.connectionBound) {
-          throw new AuthError(
-            { httpStatus: 407, request: 'CONNECT', url: `proxy ${proxyName}` },
-            `proxy ${proxyName} closed the connection during the ${active.scheme} handshake, which needs one connection`,
-          );
+          throw proxyAuthError(proxyName, 'CONNECT', `proxy ${proxyName} closed the connection during the ${active.scheme} handshake, which needs one connection`);
         }
         reader.detach();
         socket.destroy();
@@ -310,7 +404,7 @@ export async function openTunnel(o: TunnelOptions, host: string, port: number, s
         reader = new SocketReader(socket);
       }
     }
-    throw new AuthError({ httpStatus: 407, request: 'CONNECT', url: `proxy ${proxyName}` }, `proxy ${proxyName}: authentication did not complete`);
+    throw proxyAuthError(proxyName, 'CONNECT', `proxy ${proxyName}: authentication did not complete`);
   } catch (e) {
     reader.detach();
     socket.destroy();
@@ -343,18 +437,24 @@ export function createTunnelConnector(o: TunnelOptions): BuildConnector.connecto
         clearTimeout(timer);
         if (ac.signal.aborted) {
           callback(new TimeoutError(`could not open a tunnel through proxy ${o.proxy.host} within ${Math.round(o.connectTimeoutMs / 1000)} s`, 'connect', { cause: err }), null);
-        } else if (err instanceof BitsError) {
-          callback(err, null);
-        } else if (describeTlsError(err, `proxy ${o.proxy.host}`)) {
-          callback(describeTlsError(err, `proxy ${o.proxy.host}`)!, null);
         } else {
-          const code = (err as NodeJS.ErrnoException).code;
-          callback(
-            new TransportError(`could not connect to proxy ${o.proxy.host}: ${code === 'ECONNREFUSED' ? 'connection refused' : ((err as Error).message ?? String(err))}`, { cause: err }),
-            null,
-          );
+          callback(proxyConnectError(err, o.proxy), null);
         }
       },
     );
   };
+}
+
+/**
+ * An undici connector to the proxy itself, for requests sent to it in absolute
+ * form: TCP, or TLS to an https:// proxy; failures name the proxy.
+ */
+export function createProxyConnector(proxy: URL, proxyTls: ConnectionOptions, connectTimeoutMs: number): BuildConnector.connector {
+  const { buildConnector } = createRequire(import.meta.url)('undici') as typeof import('undici');
+  const base = buildConnector({ ...(proxyTls as BuildConnector.BuildOptions), timeout: connectTimeoutMs });
+  return (opts, callback) =>
+    base(opts, (err, socket) => {
+      if (err) callback(proxyConnectError(err, proxy), null);
+      else callback(null, socket!);
+    });
 }

@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthError, TransportError } from '../../src/errors.js';
 import { Credentials } from '../../src/transport/credentials.js';
 import { HttpTransport } from '../../src/transport/http.js';
-import { matchesNoProxy, resolveProxy } from '../../src/transport/proxy.js';
-import { echoApp, startNtlmProxy, startRawServer, type RawServer } from '../helpers/auth-servers.js';
+import { isProxyRefusal401, matchesNoProxy, rememberProxyRealms, resolveProxy } from '../../src/transport/proxy.js';
+import { parseChallenges } from '../../src/transport/auth/challenge.js';
+import { echoApp, ntlmAuth, startNtlmProxy, startRawServer, type RawServer } from '../helpers/auth-servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 
 describe('NO_PROXY matching (curl rules)', () => {
@@ -52,6 +53,19 @@ describe('NO_PROXY matching (curl rules)', () => {
   });
 });
 
+describe('a 401 from the proxy itself (tinyproxy) vs from the server', () => {
+  it('the proxy\'s own realm and no Via: the proxy; a Via, another realm, or no 407 seen yet: the server', () => {
+    const auth = {};
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', undefined)).toBe(false);
+    rememberProxyRealms(auth, parseChallenges('Basic realm="Tinyproxy"'));
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', undefined)).toBe(true);
+    expect(isProxyRefusal401(auth, 'basic realm="tinyproxy"', undefined)).toBe(true);
+    expect(isProxyRefusal401(auth, 'Basic realm="Tinyproxy"', '1.1 tinyproxy (tinyproxy/1.11.1)')).toBe(false);
+    expect(isProxyRefusal401(auth, 'Basic realm="files"', undefined)).toBe(false);
+    expect(isProxyRefusal401(auth, 'Digest realm="Tinyproxy", nonce="n"', undefined)).toBe(false);
+  });
+});
+
 describe('through real proxies', () => {
   let pki: TestPki;
   let plain: RawServer;
@@ -59,6 +73,8 @@ describe('through real proxies', () => {
   let proxyServer: http.Server;
   let proxyUrl: string;
   let proxyAuths: Array<string | undefined> = [];
+  /** `METHOD request-target` of every request the proxy authenticated. */
+  let proxyTargets: string[] = [];
   const payload = randomBytes(300_000);
   const payloadSha = createHash('sha256').update(payload).digest('hex');
   const transports: HttpTransport[] = [];
@@ -77,6 +93,7 @@ describe('through real proxies', () => {
     (proxyServer as ReturnType<typeof createProxy>).authenticate = (req) => {
       const h = req.headers['proxy-authorization'];
       proxyAuths.push(h);
+      proxyTargets.push(`${req.method} ${req.url}`);
       return h === 'Basic ' + Buffer.from('puser:proxy pass 9').toString('base64');
     };
     await new Promise<void>((r) => proxyServer.listen(0, '127.0.0.1', () => r()));
@@ -99,8 +116,9 @@ describe('through real proxies', () => {
     return Buffer.concat(chunks);
   }
 
-  it('GET through the proxy: answers the 407 with --proxy-user, byte-identical body, tunnel kept alive', async () => {
+  it('GET to an http target: absolute form to the proxy, answers the 407 with --proxy-user, byte-identical, proxy connection kept alive', async () => {
     proxyAuths = [];
+    proxyTargets = [];
     const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9') });
     const body = await fetchFile(t, plain.url);
     expect(createHash('sha256').update(body).digest('hex')).toBe(payloadSha);
@@ -108,7 +126,8 @@ describe('through real proxies', () => {
     expect(proxyAuths[1]).toMatch(/^Basic /);
     const before = plain.connections;
     await fetchFile(t, plain.url);
-    expect(plain.connections).toBe(before); // same tunnel reused
+    expect(plain.connections).toBe(before); // the proxy reused its server connection: ours to it stayed open
+    expect(proxyTargets).toEqual([`GET ${plain.url}/file`, `GET ${plain.url}/file`, `GET ${plain.url}/file`]);
     expect(t.proxyFor(new URL(plain.url))?.href).toBe(`${proxyUrl}/`);
   });
 
@@ -124,9 +143,18 @@ describe('through real proxies', () => {
   });
 
   it('HTTPS through CONNECT with the test CA', async () => {
+    proxyTargets = [];
     const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9'), tls: { ca: pki.ca } });
     const body = await fetchFile(t, secure.url);
     expect(createHash('sha256').update(body).digest('hex')).toBe(payloadSha);
+    expect(proxyTargets.every((x) => x === `CONNECT ${new URL(secure.url).host}`)).toBe(true);
+  });
+
+  it('proxyTunnel: true tunnels an http target too', async () => {
+    proxyTargets = [];
+    const t = mk({ proxy: proxyUrl, proxyTunnel: true, proxyCredentials: new Credentials('puser', 'proxy pass 9') });
+    expect((await fetchFile(t, plain.url)).equals(payload)).toBe(true);
+    expect(proxyTargets).toEqual([`CONNECT ${new URL(plain.url).host}`, `CONNECT ${new URL(plain.url).host}`]);
   });
 
   it('HTTPS_PROXY from the environment', async () => {
@@ -162,15 +190,36 @@ describe('through real proxies', () => {
     expect((err as Error).message).toMatch(/proxy 127\.0\.0\.1:\d+: connection refused/);
   });
 
-  it('NTLM proxy authentication: the handshake stays on one proxy connection', async () => {
+  it('NTLM to an http origin: the first 401 moves the origin from absolute form to a tunnel, the handshake on one connection', async () => {
+    const h = ntlmAuth({ user: 'suser', password: 'server pass', domain: 'CORP' }, (req) => app(req));
+    const origin = await startRawServer(h);
+    try {
+      proxyTargets = [];
+      const t = mk({ proxy: proxyUrl, proxyCredentials: new Credentials('puser', 'proxy pass 9'), credentials: new Credentials('CORP\\suser', 'server pass') });
+      expect((await fetchFile(t, origin.url)).equals(payload)).toBe(true);
+      expect(h.state).toMatchObject({ verified: 1, failed: 0, wrongSocket: 0 });
+      const host = new URL(origin.url).host;
+      // 407, then the absolute-form GET that met NTLM, then CONNECTs only.
+      expect(proxyTargets.slice(0, 2)).toEqual([`GET ${origin.url}/file`, `GET ${origin.url}/file`]);
+      expect(proxyTargets.slice(2).length).toBeGreaterThan(0);
+      expect(proxyTargets.slice(2).every((x) => x === `CONNECT ${host}`)).toBe(true);
+      // The authenticated tunnel is kept: a second request needs no new handshake.
+      expect((await fetchFile(t, origin.url)).equals(payload)).toBe(true);
+      expect(h.state.verified).toBe(1);
+    } finally {
+      await origin.close();
+    }
+  });
+
+  it('NTLM proxy authentication (CONNECT forced with proxyTunnel): the handshake stays on one proxy connection', async () => {
     const p = await startNtlmProxy({ user: 'puser', password: 'proxy pass 9', domain: 'CORP' });
     try {
-      const t = mk({ proxy: p.url, proxyCredentials: new Credentials('CORP\\puser', 'proxy pass 9') });
+      const t = mk({ proxy: p.url, proxyTunnel: true, proxyCredentials: new Credentials('CORP\\puser', 'proxy pass 9') });
       const body = await fetchFile(t, plain.url);
       expect(body.equals(payload)).toBe(true);
       expect(p.state).toMatchObject({ verified: 1, failed: 0, wrongSocket: 0 });
       expect(p.connects).toBe(3);
-      const bad = mk({ proxy: p.url, proxyCredentials: new Credentials('CORP\\puser', 'wrong') });
+      const bad = mk({ proxy: p.url, proxyTunnel: true, proxyCredentials: new Credentials('CORP\\puser', 'wrong') });
       const err = await bad.request({ method: 'GET', url: new URL(`${plain.url}/file`) }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AuthError);
       expect(p.state.failed).toBe(1);

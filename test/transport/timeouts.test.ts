@@ -81,10 +81,16 @@ describe('timers', () => {
     expect(e.timer).toBe('response');
   });
 
-  it('connect timer: a proxy that accepts but never answers CONNECT', async () => {
+  it('connect timer: a proxy that accepts but never answers CONNECT (https target)', async () => {
     const host = await tcp((s) => s.resume());
-    const e = await timeoutOf(transport({ connectTimeoutMs: 300, proxy: `http://${host}` }).request({ method: 'GET', url: new URL('http://127.0.0.1:9/') }));
+    const e = await timeoutOf(transport({ connectTimeoutMs: 300, proxy: `http://${host}` }).request({ method: 'GET', url: new URL('https://127.0.0.1:9/') }));
     expect(e.timer).toBe('connect');
+  });
+
+  it('response timer: a proxy that accepts but never answers an absolute-form request (http target)', async () => {
+    const host = await tcp((s) => s.resume());
+    const e = await timeoutOf(transport({ connectTimeoutMs: 5000, responseTimeoutMs: 300, proxy: `http://${host}` }).request({ method: 'GET', url: new URL('http://127.0.0.1:9/') }));
+    expect(e.timer).toBe('response');
   });
 
   it('a slow but moving rate-limited body does not trip the request timer', async () => {
