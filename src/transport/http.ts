@@ -20,6 +20,7 @@
  * Windows would report; TLS failures raise TlsError; 401/407 that the credentials
  * cannot satisfy raise AuthError (§3.1.5.1.7).
  */
+import { getHeader, H } from '../protocol/headers.js';
 import { PassThrough, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Client, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
@@ -416,8 +417,9 @@ export class HttpTransport implements Transport {
   }
 
   private authError(status: number, req: HttpRequest, res: Dispatcher.ResponseData, message: string): AuthError {
-    const h = res.headers['bits-error'];
-    const bitsError = typeof h === 'string' ? parseHresult(h) : undefined;
+    // Either name: MC-BUP's BITS-Error or the SDK pages' BITS-Error-Code (getHeader knows both).
+    const h = getHeader(res.headers as Record<string, string | string[] | undefined>, H.Error);
+    const bitsError = h !== undefined ? parseHresult(h) : undefined;
     return new AuthError(
       { httpStatus: status, request: req.headers?.['BITS-Packet-Type'] ?? req.method, url: `${req.url.origin}${req.url.pathname}`, bitsError: bitsError ?? undefined },
       message,
