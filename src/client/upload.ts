@@ -224,6 +224,8 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
     },
   });
   let lastTransportError: unknown;
+  /** The transport's explanation of the last refusal (HttpResponse.hint), added to the error the user sees. */
+  let lastHint: string | undefined;
   let replyBytes: number | undefined;
   let lastProgressEmit = 0;
   let lastCheckpointJson = '';
@@ -282,7 +284,7 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
         case 'REPORT-ERROR': {
           // The one retry wait: throws unless the failure is worth retrying and the deadline allows.
           try {
-            await budget.wait(errorFromInfo(action.error, lastTransportError));
+            await budget.wait(errorFromInfo(action.error, lastTransportError, lastHint));
           } catch (e) {
             if (opts.signal?.aborted) interrupted();
             throw e;
@@ -367,6 +369,7 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
     try {
       const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers, body, signal: deadline.signal });
       await res.discard();
+      lastHint = res.status >= 400 ? res.hint : undefined;
       const ack = classifyAck({
         request: action.type,
         status: res.status,

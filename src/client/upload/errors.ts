@@ -7,7 +7,8 @@
 import { AuthError, BitsError, ProtocolError, ServerError, TransportError, type ServerErrorInfo } from '../../errors.js';
 import type { UploadErrorInfo } from '../../protocol/uploader.js';
 
-export function errorFromInfo(info: UploadErrorInfo, transportError: unknown): BitsError {
+/** `hint`: the transport's explanation of a refusal (HttpResponse.hint, e.g. a client certificate the server wants). */
+export function errorFromInfo(info: UploadErrorInfo, transportError: unknown, hint?: string): BitsError {
   if (info.httpStatus === 0 && transportError instanceof BitsError && info.kind !== 'protocol' && info.message === transportError.message) return transportError;
   const sinfo: ServerErrorInfo = {
     httpStatus: info.httpStatus,
@@ -20,7 +21,7 @@ export function errorFromInfo(info: UploadErrorInfo, transportError: unknown): B
   };
   switch (info.kind) {
     case 'auth':
-      return new AuthError(sinfo);
+      return new AuthError(sinfo, hint ? `${ServerError.describe(sinfo)}; ${hint}` : undefined);
     case 'protocol': {
       const where = info.request ? ` to ${info.request}` : '';
       const status = info.httpStatus ? ` (HTTP ${info.httpStatus})` : '';
@@ -35,6 +36,7 @@ export function errorFromInfo(info: UploadErrorInfo, transportError: unknown): B
         const host = info.url ? new URL(info.url).host : 'the server';
         return new ServerError(sinfo, `${host} is not a BITS upload server (HTTP 501 to BITS_POST ${info.request ?? ''})`.trimEnd());
       }
-      return new ServerError(sinfo, info.message ? `${ServerError.describe(sinfo)} (${info.message})` : undefined);
+      const detail = [info.message ? ` (${info.message})` : '', hint ? `; ${hint}` : ''].join('');
+      return new ServerError(sinfo, detail ? `${ServerError.describe(sinfo)}${detail}` : undefined);
   }
 }
