@@ -523,6 +523,8 @@ class Download implements SegmentHost {
     this.table.markDurable(snapshot);
     this.deadline.record(this.table.bytesDone);
     if (!this.toStdout && this.opts.onCheckpoint) await this.opts.onCheckpoint(this.checkpointRecord());
+    // Segment progress is durable progress: it moves here.
+    this.progress();
   }
 
   private progress(force = false): void {
