@@ -3,10 +3,12 @@
  * read each answer is decided by the pure core, src/protocol/downloader.ts;
  * this folder does the I/O, a file per job:
  *
- *   index.ts       downloadFile: options, the states in order, restarts, STATE_COMPLETE
+ *   index.ts       downloadFile: the states in order, restarts, STATE_COMPLETE
+ *   options.ts     the options, their defaults and checks
  *   probe.ts       STATE_SIZE: HEAD, or GET bytes=0-0
  *   segments.ts    STATE_DOWNLOAD: workers per segment, failures, retries
  *   fetch.ts       one range request and its body (single part, multipart, 200)
+ *   stream.ts      a server stating no length: one stream from zero
  *   sinks.ts       the partial file (write batching) and stdout; body read-ahead
  *   partial.ts     the .bits-partial file: open/resume, read back, verify, durable rename
  *   checkpoint.ts  durable checkpoints (DownloadCheckpoint) and when they are due
@@ -33,82 +35,29 @@
  * content change mid-way is an error instead of a restart.
  */
 import * as path from 'node:path';
-import { HttpTransport, type TransportOptions, type Transport } from '../../transport/http.js';
+import { HttpTransport, type Transport } from '../../transport/http.js';
 import { InterruptedError, ProtocolError, SourceChangedError, UsageError, toBitsError } from '../../errors.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 import { buildToc, resolveApplicationRanges, type AppRange } from '../../protocol/download-ranges.js';
 import { defaultOutputName, validatorsFrom, type Validators } from '../../protocol/download-validate.js';
 import { DownloadTable, type SourceState } from '../../protocol/downloader.js';
-import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../protocol/failure.js';
-import type { TransferEvent, TransferListener } from '../events.js';
+import type { RetryPolicy } from '../../protocol/failure.js';
+import type { TransferEvent } from '../events.js';
+import { resolveSettings, type DownloadResult, type DownloadRunOptions } from './options.js';
 import { ProgressDeadline, RetryBudget } from '../retry.js';
 import { Checkpointer, type DownloadCheckpoint } from './checkpoint.js';
-import { readRange, statusError, type FetchContext } from './fetch.js';
+import { readRange } from './fetch.js';
 import { exists, existsError, finishPartial, openPartial, readBack, removePartial, resetPartial, PARTIAL_SUFFIX } from './partial.js';
 import { stateSize } from './probe.js';
 import { RestartRequired, runWorkers, type SegmentHost } from './segments.js';
-import { FileSink, StreamSink, readAhead, type Sink } from './sinks.js';
+import { FileSink, StreamSink, type Sink } from './sinks.js';
+import { streamWhole } from './stream.js';
 
 export { PARTIAL_SUFFIX } from './partial.js';
+export type { DownloadOptions, DownloadResult, DownloadRunOptions } from './options.js';
 export { parseDownloadCheckpoint, type DownloadCheckpoint } from './checkpoint.js';
 export type { SourceState } from '../../protocol/downloader.js';
 export { readAhead } from './sinks.js';
-
-export interface DownloadOptions {
-  url: string;
-  /** Output path; `-` for stdout; undefined: a name derived from the response, in `cwd`. */
-  output?: string;
-  /** Folder for relative and derived output names (default process.cwd()). */
-  cwd?: string;
-  /** Overwrite an existing output file. */
-  force?: boolean;
-  /** APPLICATION_RANGES as typed: `0-99,1000-1099,5000-`. */
-  ranges?: string;
-  /** Parallel segments over separate connections (default 1, or one per source with mirrors). */
-  segments?: number;
-  /** Other URLs serving the same content. */
-  mirrors?: string[];
-  /** Expected SHA-256 of the result (hex). */
-  sha256?: string;
-  /** Cap on FRAGMENT_LENGTH (bytes per GET); default: the whole remaining window. */
-  fragmentSize?: number;
-  /** Bytes written between durable checkpoints (default 4 MiB). */
-  checkpointBytes?: number;
-  /**
-   * And at least this long between them (default 1 s, or 0 when checkpointBytes is
-   * given): each checkpoint costs an fdatasync plus a durable job-store write, which at
-   * loopback speed every 4 MiB dominated the transfer; a crash loses at most ~1 s of data.
-   */
-  checkpointMinIntervalMs?: number;
-  /** Give up (suspended, resumable) after this long without a durable byte beyond the high-water mark (default 5 minutes). */
-  noProgressTimeoutMs?: number;
-  /** The retry policy's first backoff step and largest step (src/protocol/failure.ts; defaults 1 s, 30 s). */
-  retryBaseMs?: number;
-  retryMaxMs?: number;
-  /** Smallest segment worth its own connection (default 1 MiB). */
-  minSegmentBytes?: number;
-  transport?: TransportOptions;
-  /** Use this transport (not closed here) instead of creating one: a shared HttpTransport, or a scripted one in tests. */
-  httpTransport?: Transport;
-  /** Where `-o -` writes (default process.stdout). */
-  stdout?: NodeJS.WritableStream;
-}
-
-export interface DownloadRunOptions extends DownloadOptions {
-  resume?: DownloadCheckpoint;
-  /** Awaited after each durable write batch (the partial file is fsynced first). */
-  onCheckpoint?(cp: DownloadCheckpoint): Promise<void> | void;
-  onEvent?: TransferListener;
-  /** Abort = suspend: the partial file and last checkpoint stay; InterruptedError. */
-  signal?: AbortSignal;
-}
-
-export interface DownloadResult {
-  path: string;
-  bytes: number;
-  sha256?: string;
-  checkpoint: DownloadCheckpoint;
-}
 
 export async function downloadFile(opts: DownloadRunOptions): Promise<DownloadResult> {
   return new Download(opts).run();
@@ -157,7 +106,6 @@ class Download implements SegmentHost {
   private deadline: ProgressDeadline;
 
   constructor(private readonly opts: DownloadRunOptions) {
-    const cp = opts.resume;
     this.emit = (e) => {
       try {
         opts.onEvent?.(e);
@@ -165,25 +113,18 @@ class Download implements SegmentHost {
         /* a listener's failure must not break the transfer */
       }
     };
-    this.noProgressMs = opts.noProgressTimeoutMs ?? 5 * 60_000;
-    this.policy = { ...DEFAULT_RETRY_POLICY, ...(opts.retryBaseMs !== undefined ? { baseMs: opts.retryBaseMs } : {}), ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs } : {}) };
-    this.checkpointer = new Checkpointer(
-      {
-        checkpointBytes: Math.max(64 * 1024, opts.checkpointBytes ?? 4 * 1024 * 1024),
-        minIntervalMs: opts.checkpointMinIntervalMs ?? (opts.checkpointBytes === undefined ? 1000 : 0),
-        maxIntervalMs: Math.max(250, Math.min(2000, this.noProgressMs / 4)),
-      },
-      () => this.takeCheckpoint(),
-    );
-    this.fragmentSize = opts.fragmentSize ?? Infinity;
-    this.url = cp?.url ?? opts.url;
-    this.mirrors = cp?.mirrors ?? opts.mirrors ?? [];
-    this.toStdout = !cp && opts.output === '-';
-    this.rangeText = cp ? cp.rangeText : opts.ranges;
-    this.sha256 = (cp?.sha256 ?? opts.sha256)?.toLowerCase();
-    this.force = cp?.force ?? opts.force ?? false;
-    this.segmentsWanted = cp?.segments ?? opts.segments ?? (this.mirrors.length > 0 ? this.mirrors.length + 1 : 1);
-    this.checkOptions();
+    const set = resolveSettings(opts);
+    this.noProgressMs = set.noProgressMs;
+    this.policy = set.policy;
+    this.checkpointer = new Checkpointer(set.timing, () => this.takeCheckpoint());
+    this.fragmentSize = set.fragmentSize;
+    this.url = set.url;
+    this.mirrors = set.mirrors;
+    this.toStdout = set.toStdout;
+    this.rangeText = set.rangeText;
+    this.sha256 = set.sha256;
+    this.force = set.force;
+    this.segmentsWanted = set.segments;
     this.deadline = this.newDeadline(0);
     if (opts.httpTransport) {
       this.transport = opts.httpTransport;
@@ -191,29 +132,6 @@ class Download implements SegmentHost {
       this.ownTransport = new HttpTransport({ ...opts.transport, connections: Math.max(1, this.segmentsWanted, opts.transport?.connections ?? 1) });
       this.transport = this.ownTransport;
     }
-  }
-
-  private checkOptions(): void {
-    for (const u of [this.url, ...this.mirrors]) {
-      let parsed: URL;
-      try {
-        parsed = new URL(u);
-      } catch {
-        throw new UsageError(`not a valid URL: ${JSON.stringify(u)}`);
-      }
-      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError(`only http and https URLs can be downloaded: ${u}`);
-    }
-    if (!Number.isSafeInteger(this.segmentsWanted) || this.segmentsWanted < 1 || this.segmentsWanted > 64) {
-      throw new UsageError(`--segments must be from 1 to 64, got ${this.segmentsWanted}`);
-    }
-    if (this.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(this.sha256)) throw new UsageError('--sha256 must be 64 hexadecimal digits');
-    if (this.rangeText !== undefined && !parseRangeList(this.rangeText)) {
-      throw new UsageError(`--range must be a list like 0-99,1000-1099,5000- (got ${JSON.stringify(this.rangeText)})`);
-    }
-    if (this.toStdout && this.opts.segments !== undefined && this.opts.segments > 1) {
-      throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
-    }
-    if (this.opts.fragmentSize !== undefined && !(this.opts.fragmentSize >= 1)) throw new UsageError('--fragment-size must be at least 1 byte');
   }
 
   // -------------------------------------------------------------------------
@@ -472,44 +390,26 @@ class Download implements SegmentHost {
     }
   }
 
-  /** A server that states no length: one stream, restarted from zero on failure. */
+  /** A server that states no length: one stream (stream.ts), then a table of the length it had. */
   private async streamUnknownLength(): Promise<void> {
     const src = this.table.liveSources()[0]!;
-    const url = new URL(src.url);
-    const budget = this.newBudget();
-    for (;;) {
-      let pos = 0;
-      try {
-        const res = await this.transport.request({ method: 'GET', url, signal: this.signal });
-        if (res.status !== 200) {
-          await res.discard();
-          throw res.status === 206 ? new ProtocolError('HTTP 206 to a request without Range', { httpStatus: 206 }) : statusError(res, 'GET', url);
-        }
-        this.emit({ type: 'phase', phase: 'transferring' });
-        for await (const chunk of readAhead(res.body)) {
-          if (!(await this.sink.write(chunk, pos))) throw new SourceChangedError('cannot restart a stream already written to stdout', 'remote');
-          pos += chunk.length;
-          // No checkpoint can hold part of a stream without a length: bytes beyond the high-water mark are the progress.
-          budget.progress(pos);
-          this.emit({ type: 'progress', bytesDone: pos });
-        }
-        this.validators = { ...validatorsFrom(200, res.headers), length: pos };
-        src.validators = { ...this.validators };
-        const appRanges: AppRange[] = [{ offset: 0, length: pos }];
-        this.table = new DownloadTable({ appRanges, toc: buildToc(appRanges, [0], [src.url]), sources: this.sources });
-        for (const p of this.table.placements([0], 0, pos)) this.table.advance(p);
-        this.unknownLength = false;
-        if (this.sink instanceof FileSink) await this.sink.fh.truncate(pos);
-        await this.checkpointer.flush();
-        return;
-      } catch (err) {
-        if (this.runAbort.signal.aborted) throw new InterruptedError('download interrupted (the server states no length: it will start again from zero)');
-        const e = toBitsError(err);
-        if (this.toStdout && pos > 0) throw e;
-        this.emit({ type: 'info', message: `${e.message} (no length known: the next try starts again from zero)` });
-        await budget.wait(e);
-      }
-    }
+    const { length, headers } = await streamWhole({
+      transport: this.transport,
+      sink: this.sink,
+      source: src,
+      signal: () => this.signal,
+      interrupted: () => this.runAbort.signal.aborted,
+      budget: this.newBudget(),
+      emit: this.emit,
+    });
+    this.validators = { ...validatorsFrom(200, headers), length };
+    src.validators = { ...this.validators };
+    const appRanges: AppRange[] = [{ offset: 0, length }];
+    this.table = new DownloadTable({ appRanges, toc: buildToc(appRanges, [0], [src.url]), sources: this.sources });
+    for (const p of this.table.placements([0], 0, length)) this.table.advance(p);
+    this.unknownLength = false;
+    if (this.sink instanceof FileSink) await this.sink.fh.truncate(length);
+    await this.checkpointer.flush();
   }
 
   // -------------------------------------------------------------------------
