@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { downloadFile, type DownloadCheckpoint, type DownloadRunOptions } from '../../src/client/download.js';
+import { downloadFile, parseDownloadCheckpoint, type DownloadCheckpoint, type DownloadRunOptions } from '../../src/client/download.js';
 import type { TransferEvent } from '../../src/client/events.js';
 import { InterruptedError } from '../../src/errors.js';
 import { ScriptedTransport, type RecordedRequest, type ScriptedAnswer } from '../helpers/scripted-transport.js';
@@ -277,5 +277,22 @@ describe('download driver, exchange by exchange', () => {
     expect(last.segments!.every((s) => s.bytesDone === s.totalBytes && s.source === 'http://127.0.0.1:9/f.bin')).toBe(true);
     expect(last.segments!.reduce((a, s) => a + s.totalBytes, 0)).toBe(big.data.length);
     expect(sha(await fsp.readFile(o))).toBe(sha(big.data));
+  });
+
+  it('a version-1 checkpoint as the previous release stored it resumes; other shapes are refused (the download restarts)', async () => {
+    const o = out();
+    const cp = await interrupted(() => v1, o);
+    // What the job store holds: JSON, read back.
+    const stored = JSON.parse(JSON.stringify(cp)) as unknown;
+    const parsed = parseDownloadCheckpoint(stored);
+    expect(parsed).toEqual(cp);
+    const t = new ScriptedTransport(site(() => v1));
+    await run(t, { output: o, resume: parsed! });
+    expect(t.requests.map((q) => q.headers.range)).toEqual([`bytes=${cp.bytesDone}-${v1.data.length - 1}`]);
+    expect(sha(await fsp.readFile(o))).toBe(sha(v1.data));
+    // The store's old loose shape (rangesDone, never written) and unknown versions start again.
+    expect(parseDownloadCheckpoint({ outputPath: o, partialPath: o + '.bits-partial', validators: {}, rangesDone: [[0, 10]] })).toBeUndefined();
+    expect(parseDownloadCheckpoint({ ...cp, version: 2 })).toBeUndefined();
+    expect(parseDownloadCheckpoint(null)).toBeUndefined();
   });
 });

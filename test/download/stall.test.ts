@@ -15,6 +15,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { downloadFile } from '../../src/client/download.js';
+import type { SegmentProgress } from '../../src/client/events.js';
 import { ensureBuilt, runBits } from '../helpers/cli.js';
 import { sha256, startRangeServer, tempDir, type RangeServer, type RangeServerState } from './helpers.js';
 
@@ -117,5 +119,28 @@ describe('bits download against a server of our own', () => {
     expect(s.ranges).toEqual(['bytes=0-99,4619-5118']);
     const d = s.state.data;
     expect((await fsp.readFile(out)).equals(Buffer.concat([d.subarray(0, 100), d.subarray(4619), d.subarray(5000)]))).toBe(true);
+  });
+
+  it('--segments 4 over real connections: progress events carry each segment\'s durable bytes, ending complete', async () => {
+    const s = await serve({ data: randomBytes(8 * MiB), etag: '"seg"', stall: false });
+    const out = path.join(dir, 'segments.bin');
+    const seen: SegmentProgress[][] = [];
+    await downloadFile({
+      url: `${s.url}/f.bin`,
+      output: out,
+      segments: 4,
+      checkpointBytes: 256 * 1024,
+      onEvent: (e) => {
+        if (e.type === 'progress' && e.segments) seen.push(e.segments);
+      },
+    });
+    expect(await sha256(out)).toBe(shaOf(s.state.data));
+    expect(s.ranges).toHaveLength(4);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((segs) => segs.length === 4 && segs.every((x) => x.bytesDone <= x.totalBytes && x.source === `${s.url}/f.bin`))).toBe(true);
+    // Durable progress only grows.
+    for (let i = 1; i < seen.length; i++) for (let k = 0; k < 4; k++) expect(seen[i]![k]!.bytesDone).toBeGreaterThanOrEqual(seen[i - 1]![k]!.bytesDone);
+    expect(seen.at(-1)!.every((x) => x.bytesDone === x.totalBytes)).toBe(true);
+    expect(seen.at(-1)!.reduce((n, x) => n + x.totalBytes, 0)).toBe(8 * MiB);
   });
 });
