@@ -31,7 +31,6 @@ import {
   next,
   restoreUploader,
   snapshot,
-  type HttpUploader,
   type SendAction,
   type Step,
   type UploadCheckpoint,

@@ -127,7 +127,6 @@ export function formatJobDetails(job: Job, alive: boolean, now: number): string 
       const parts = [v.etag ? `ETag ${v.etag}` : '', v.lastModified ? `Last-Modified ${v.lastModified}` : '', v.length !== undefined ? `length ${v.length}` : ''].filter(Boolean);
       if (parts.length) rows.push(['validators', parts.join(', ')]);
     }
-    if (Array.isArray(d.rangesDone)) rows.push(['ranges done', String(d.rangesDone.length)]);
   }
   const o = job.options;
   if (o) {

@@ -251,6 +251,37 @@ export function trimToSingleUrl(
   return { ranges: out, length: totalBytes(out), source };
 }
 
+/**
+ * The URL ranges to put on the wire for FRAGMENT_RANGES: overlapping and
+ * adjacent ranges merged (issue 12.9: `--range …,-500,5000-` asked for
+ * 4619-5118,5000-5118, and a server merging them needed extra requests), in
+ * the order of first appearance so a sequential sink still gets its bytes in
+ * order as far as the list allows. The rows they fill are unchanged: bytes are
+ * placed by URL offset into every row they extend, so the output keeps the
+ * order asked.
+ */
+export function coalesceRanges(ranges: readonly AppRange[]): AppRange[] {
+  const out: { first: number; end: number }[] = [];
+  const touch = (x: { first: number; end: number }, y: { first: number; end: number }) => x.first <= y.end && y.first <= x.end;
+  for (const r of ranges) {
+    if (r.length <= 0) continue;
+    out.push({ first: r.offset, end: r.offset + r.length });
+    // Fold until no two entries touch; each fold removes one, so this ends within the list's length.
+    for (let merged = true; merged; ) {
+      merged = false;
+      for (let i = 0; i < out.length && !merged; i++) {
+        for (let j = i + 1; j < out.length && !merged; j++) {
+          if (!touch(out[i]!, out[j]!)) continue;
+          out[i] = { first: Math.min(out[i]!.first, out[j]!.first), end: Math.max(out[i]!.end, out[j]!.end) };
+          out.splice(j, 1);
+          merged = true;
+        }
+      }
+    }
+  }
+  return out.map((o) => ({ offset: o.first, length: o.end - o.first }));
+}
+
 /** Drops ranges beyond `max` (they are requested by the next fragment). */
 export function capRanges(ranges: readonly FragmentRange[], max = MAX_RANGES_PER_REQUEST): FragmentRange[] {
   return ranges.slice(0, Math.max(1, max));

@@ -1,6 +1,6 @@
 /**
  * Validation of download responses, MC-BUP §3.6.5.2.4.2, as pure functions.
- * The driver (src/client/download.ts) decides what to do with each verdict.
+ * The download core (src/protocol/downloader.ts) turns each verdict into what the driver does next.
  *
  * The spec's rules, and how they are read here:
  * - Last-Modified (and, beyond the spec, ETag) differing from what was recorded
@@ -15,7 +15,7 @@
  * - Multi-range answers that are not a proper multipart/byteranges (200, a
  *   single part, wrong Content-Range) fail validation: SINGLE_RANGE_ONLY.
  */
-import { parseContentRange, parseUnsatisfiedContentRange, type ContentRange } from './content-range.js';
+import { parseContentRange, type ContentRange } from './content-range.js';
 import { parseByterangesBoundary } from './multipart.js';
 import type { AppRange } from './download-ranges.js';
 
@@ -59,14 +59,36 @@ export function isWeakEtag(etag: string): boolean {
   return /^W\//i.test(etag.trim());
 }
 
+/** The opaque-tag of an entity-tag, without the weakness indicator. */
+function opaqueTag(etag: string): string {
+  return etag.trim().replace(/^W\//i, '');
+}
+
 /**
- * If-Range for a resumed request (RFC 7233 §3.2): a strong ETag, else the
- * Last-Modified date. A server whose content changed then answers 200 with
- * the new content instead of a 206 splicing two versions.
+ * RFC 7232 §2.3.2 weak comparison: the opaque-tags match, whether either is
+ * weak. It answers "is this the same representation", which is all the
+ * changed-source decision asks: Apache turns W/"x" into "x" for an unchanged
+ * file (once its mtime is older than a second), and that is no change.
+ */
+export function weakEtagMatch(a: string, b: string): boolean {
+  return opaqueTag(a) === opaqueTag(b);
+}
+
+/**
+ * If-Range for a resumed request (RFC 7233 §3.2): it needs a strong
+ * validator, because a 206 splices bytes of two responses. A strong ETag,
+ * else the Last-Modified date (the length is compared on every answer). A
+ * server whose content changed then answers 200 with the new content
+ * instead of a 206 splicing two versions.
  */
 export function ifRangeValue(v: Validators): string | undefined {
   if (v.etag && !isWeakEtag(v.etag)) return v.etag;
   return v.lastModified;
+}
+
+/** Whether the server identifies versions at all (ETag or Last-Modified); without, resumes verify bytes (issue 12.7). */
+export function hasValidators(v: Validators): boolean {
+  return v.etag !== undefined || v.lastModified !== undefined;
 }
 
 function sameDate(a: string, b: string): boolean {
@@ -76,22 +98,18 @@ function sameDate(a: string, b: string): boolean {
   return Number.isFinite(ta) && ta === tb;
 }
 
-function hasTimestampOrTag(v: Validators): boolean {
-  return v.lastModified !== undefined || v.etag !== undefined;
-}
-
 /**
  * The reason the content is a different version, or undefined. Only values
  * both sides state are compared (a missing header is not a change).
  */
 export function detectChange(known: Validators, got: Validators): string | undefined {
-  if (known.etag !== undefined && got.etag !== undefined && known.etag !== got.etag) {
+  if (known.etag !== undefined && got.etag !== undefined && !weakEtagMatch(known.etag, got.etag)) {
     return `ETag changed from ${known.etag} to ${got.etag}`;
   }
   if (known.lastModified !== undefined && got.lastModified !== undefined && !sameDate(known.lastModified, got.lastModified)) {
     return `Last-Modified changed from ${known.lastModified} to ${got.lastModified}`;
   }
-  if (known.length !== undefined && got.length !== undefined && known.length !== got.length && !(hasTimestampOrTag(known) && hasTimestampOrTag(got))) {
+  if (known.length !== undefined && got.length !== undefined && known.length !== got.length && !(hasValidators(known) && hasValidators(got))) {
     return `length changed from ${known.length} to ${got.length} bytes`;
   }
   return undefined;
@@ -110,37 +128,19 @@ export function sameContent(origin: Validators, mirror: Validators): string | un
     if (!sameDate(origin.lastModified, mirror.lastModified)) return `Last-Modified ${mirror.lastModified} instead of ${origin.lastModified}`;
     return undefined;
   }
-  if (origin.etag && mirror.etag && origin.etag !== mirror.etag) return `ETag ${mirror.etag} instead of ${origin.etag}`;
+  if (origin.etag && mirror.etag && !weakEtagMatch(origin.etag, mirror.etag)) return `ETag ${mirror.etag} instead of ${origin.etag}`;
   return undefined;
 }
 
-export type StatusClass = 'ok' | 'auth' | 'transient' | 'unsatisfiable' | 'fatal';
-
-/** §3.6.5.3: 200/206 continue, 401/407 belong to the auth layer, the rest go up. */
-export function classifyStatus(status: number): StatusClass {
-  if (status === 200 || status === 206) return 'ok';
-  if (status === 401 || status === 407) return 'auth';
+/**
+ * §3.6.5.3: 200 and 206 carry bytes; 416 to a range the content had means
+ * it shrank (a new version); everything else is a failure whose meaning
+ * (retry or not) is src/protocol/failure.ts's to decide.
+ */
+export function answerKind(status: number): 'bytes' | 'unsatisfiable' | 'failure' {
+  if (status === 200 || status === 206) return 'bytes';
   if (status === 416) return 'unsatisfiable';
-  if (status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505)) return 'transient';
-  return 'fatal';
-}
-
-/** Retry-After as milliseconds from now (delta-seconds or HTTP-date), bounded. */
-export function parseRetryAfter(value: string | undefined, now = Date.now(), maxMs = 10 * 60_000): number | undefined {
-  if (!value) return undefined;
-  const v = value.trim();
-  let ms: number | undefined;
-  if (/^\d+$/.test(v)) ms = Number(v) * 1000;
-  else {
-    const t = Date.parse(v);
-    if (Number.isFinite(t)) ms = Math.max(0, t - now);
-  }
-  return ms === undefined ? undefined : Math.min(ms, maxMs);
-}
-
-/** The length a 416 states (`Content-Range: bytes * /N`), if any. */
-export function unsatisfiedLength(headers: Record<string, string>): number | undefined {
-  return parseUnsatisfiedContentRange(headers['content-range']);
+  return 'failure';
 }
 
 export type RangeVerdict =

@@ -8,6 +8,9 @@
  */
 import type { ErrorJson } from '../errors.js';
 import type { UploadCheckpoint } from '../protocol/uploader.js';
+import type { AppRange, TocRow } from '../protocol/download-ranges.js';
+import type { Validators } from '../protocol/download-validate.js';
+import type { SourceState } from '../protocol/downloader.js';
 
 export const STORE_SCHEMA_VERSION = 1;
 
@@ -86,15 +89,41 @@ export function upgradeUploadCheckpoint(raw: unknown): UploadCheckpoint | undefi
   };
 }
 
-/** Download checkpoint: opaque to the store beyond being a JSON object; narrowed by the download helper. */
+/**
+ * Download checkpoint [MC-BUP §3.6], the one schema of client and store: the
+ * download client (src/client/download/) writes it after each durable write
+ * batch and takes it back to resume (§3.6.4.2); names follow §3.6.1.
+ * Version 1 is also what the previous release wrote (same fields), so its
+ * jobs resume as they are; any other version restarts the download from zero.
+ */
 export type DownloadCheckpoint = {
-  outputPath?: string;
-  partialPath?: string;
-  /** Validators of the remote content, to detect BG_E_REMOTE_FILE_CHANGED on resume. */
-  validators?: { length?: number; lastModified?: string; etag?: string };
-  /** Byte ranges already written, as [start, endExclusive] pairs. */
-  rangesDone?: Array<[number, number]>;
-  [key: string]: JsonValue | undefined;
+  version: 1;
+  /** The origin URL and the mirrors serving the same content (the Sources). */
+  url: string;
+  mirrors: string[];
+  outputPath: string;
+  /** `outputPath` + `.bits-partial`: DATA_BUFFER on disk. */
+  partialPath: string;
+  /** DATA_LENGTH (`length`), DATA_TIMESTAMP (`lastModified`) and the ETag of the origin. */
+  validators: Validators;
+  /** `--range` as typed, if any. */
+  rangeText?: string;
+  /** APPLICATION_RANGES, resolved against DATA_LENGTH (empty until the length is known). */
+  applicationRanges: AppRange[];
+  /** The Table of Contents: a row per range and segment, with its Source and `done`, the bytes fsynced before the checkpoint. */
+  toc: TocRow[];
+  /** Every Source with its own validators, SINGLE_RANGE_ONLY flag and why it was dropped. */
+  sources: SourceState[];
+  /** SINGLE_RANGE_ONLY of the origin. */
+  singleRangeOnly: boolean;
+  /** Segments asked for (parallel connections). */
+  segments: number;
+  sha256?: string;
+  force: boolean;
+  /** Bytes durable in the partial file (the sum of the rows' `done`). */
+  bytesDone: number;
+  /** The size of DATA_BUFFER; absent while the length is unknown. */
+  totalBytes?: number;
 };
 
 /** The process transferring the job right now; a job whose runner is alive is running. */

@@ -171,15 +171,6 @@ class OriginPool {
     readonly route: Route,
   ) {}
 
-  first(): Client {
-    if (this.clients.length === 0) {
-      const c = this.create();
-      this.clients.push(c);
-      this.free.push(c);
-    }
-    return this.clients[0]!;
-  }
-
   async acquire(signal?: AbortSignal): Promise<Lease> {
     let client = this.free.shift();
     if (!client && this.clients.length < this.size) {
@@ -272,11 +263,6 @@ export class HttpTransport implements Transport {
     this.proxyCredentials = toProvider(options.proxyCredentials);
     if (options.limitRateBytesPerSec && options.limitRateBytesPerSec > 0) this.limiter = new RateLimiter(options.limitRateBytesPerSec);
     if (options.tls?.insecure) warnInsecureOnce(options.warn ?? ((m) => process.stderr.write(m + '\n')));
-  }
-
-  /** The rate limiter shared by every connection of this transport, if --limit-rate is set. */
-  get rateLimiter(): RateLimiter | undefined {
-    return this.limiter;
   }
 
   /** The proxy `url` goes through, if any (credentials stripped). */
@@ -374,16 +360,6 @@ export class HttpTransport implements Transport {
       this.pools.set(origin, pool);
     }
     return pool;
-  }
-
-  /**
-   * The dispatcher for an origin, so callers can reuse it (e.g. fetch). It is the
-   * origin's first connection: with the default single connection, the very one
-   * `request()` uses. For an http origin behind a proxy (absolute form) it is a
-   * connection to the proxy: requests on it need the absolute URL as their path.
-   */
-  dispatcherFor(url: URL): Dispatcher {
-    return this.poolFor(url).first();
   }
 
   async request(req: HttpRequest): Promise<HttpResponse> {

@@ -131,3 +131,83 @@ export async function ddBytes(file: string, skip: number, count: number): Promis
     child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`dd failed: ${err}`))));
   });
 }
+
+/** What a RangeServer sends: the bytes, their validators, and whether GET bodies stall half-way. */
+export interface RangeServerState {
+  data: Buffer;
+  etag?: string;
+  lastModified?: string;
+  /** GET bodies stop after half their bytes; the connection stays open. */
+  stall: boolean;
+}
+
+export interface RangeServer {
+  url: string;
+  state: RangeServerState;
+  /** The Range header of every GET, in order. */
+  ranges: (string | undefined)[];
+  close(): Promise<void>;
+}
+
+/**
+ * A plain web server of our own on 127.0.0.1: HEAD, GET with one range or a
+ * list of them (answered as a single 206, multipart/byteranges, or 200),
+ * If-Range, and a switch that makes bodies stall half-way.
+ */
+export async function startRangeServer(state: RangeServerState): Promise<RangeServer> {
+  const http = await import('node:http');
+  const ranges: (string | undefined)[] = [];
+  const open = new Set<import('node:http').ServerResponse>();
+  const server = http.createServer((req, res) => {
+    const { data, etag, lastModified } = state;
+    const size = data.length;
+    const vh: Record<string, string> = { 'accept-ranges': 'bytes' };
+    if (etag) vh['etag'] = etag;
+    if (lastModified) vh['last-modified'] = lastModified;
+    if (req.method === 'HEAD') {
+      res.writeHead(200, { ...vh, 'content-length': size });
+      return res.end();
+    }
+    ranges.push(req.headers.range);
+    const ifRange = req.headers['if-range'];
+    const useRange = req.headers.range !== undefined && (ifRange === undefined || ifRange === etag || ifRange === lastModified);
+    const specs = useRange
+      ? req.headers.range!.replace(/^bytes=/, '').split(',').map((p) => {
+          const [a, b] = p.split('-');
+          return a === '' ? { first: size - Number(b), last: size - 1 } : { first: Number(a), last: b === '' ? size - 1 : Math.min(size - 1, Number(b)) };
+        })
+      : [];
+    let status = 200;
+    let body = data;
+    const headers: Record<string, string | number> = { ...vh };
+    if (specs.length === 1) {
+      status = 206;
+      body = data.subarray(specs[0]!.first, specs[0]!.last + 1);
+      headers['content-range'] = `bytes ${specs[0]!.first}-${specs[0]!.last}/${size}`;
+    } else if (specs.length > 1) {
+      status = 206;
+      const parts: Buffer[] = [];
+      for (const r of specs) {
+        parts.push(Buffer.from(`\r\n--RS\r\ncontent-range: bytes ${r.first}-${r.last}/${size}\r\n\r\n`), data.subarray(r.first, r.last + 1));
+      }
+      parts.push(Buffer.from('\r\n--RS--\r\n'));
+      body = Buffer.concat(parts);
+      headers['content-type'] = 'multipart/byteranges; boundary=RS';
+    }
+    res.writeHead(status, { ...headers, 'content-length': body.length });
+    if (!state.stall) return res.end(body);
+    res.write(body.subarray(0, Math.floor(body.length / 2)));
+    open.add(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    state,
+    ranges,
+    async close() {
+      for (const r of open) r.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}

@@ -1,15 +1,17 @@
 import { describe, expect, it } from 'vitest';
+import { classifyHttpFailure, parseRetryAfter } from '../../src/protocol/failure.js';
 import {
-  classifyStatus,
+  answerKind,
   contentDispositionFilename,
   defaultOutputName,
   detectChange,
+  hasValidators,
   ifRangeValue,
-  parseRetryAfter,
   sameContent,
   sanitizeFileName,
   validateRangeResponse,
   validatorsFrom,
+  weakEtagMatch,
   type Validators,
 } from '../../src/protocol/download-validate.js';
 
@@ -88,13 +90,30 @@ describe('§3.6.5.2.4.2 response validation', () => {
   it('refuses content codings', () => {
     expect(validateRangeResponse({ ...base, status: 200, requested: one, headers: { 'content-encoding': 'gzip' } }).kind).toBe('error');
   });
-  it('classifies statuses and Retry-After', () => {
-    expect([200, 206, 401, 407, 416, 408, 429, 500, 503, 501, 404].map(classifyStatus)).toEqual([
-      'ok', 'ok', 'auth', 'auth', 'unsatisfiable', 'transient', 'transient', 'transient', 'transient', 'fatal', 'fatal',
+  it('only 200/206 carry bytes, 416 means a new version; the rest is the one failure policy\'s (failure.ts)', () => {
+    expect([200, 206, 416, 401, 408, 429, 500, 503, 501, 404].map(answerKind)).toEqual([
+      'bytes', 'bytes', 'unsatisfiable', 'failure', 'failure', 'failure', 'failure', 'failure', 'failure', 'failure',
     ]);
-    expect(parseRetryAfter('3')).toBe(3000);
-    expect(parseRetryAfter(new Date(Date.now() + 10_000).toUTCString())).toBeGreaterThan(5000);
-    expect(parseRetryAfter('soon')).toBeUndefined();
+    // What a download does with those failures is the same table uploads use.
+    expect([408, 429, 500, 503, 501, 404].map((s) => classifyHttpFailure(s))).toEqual(['retry', 'retry', 'retry', 'retry', 'fail', 'fail']);
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(parseRetryAfter('3', now)).toBe(3000);
+    expect(parseRetryAfter(new Date(now + 10_000).toUTCString(), now)).toBe(10_000);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+  });
+  it('RFC 7232 §2.3.2: the changed-source decision uses the weak comparison; If-Range only a strong validator', () => {
+    // Apache turns W/"x" into "x" for an unchanged file: the same representation, no restart.
+    expect(weakEtagMatch('W/"x"', '"x"')).toBe(true);
+    expect(weakEtagMatch('"x"', '"y"')).toBe(false);
+    expect(detectChange({ length: 10, etag: 'W/"x"' }, { length: 10, etag: '"x"' })).toBeUndefined();
+    expect(detectChange({ length: 10, etag: 'W/"x"' }, { length: 10, etag: 'W/"y"' })).toMatch(/ETag changed/);
+    expect(sameContent({ length: 10, etag: 'W/"x"' }, { length: 10, etag: '"x"' })).toBeUndefined();
+    // If-Range needs a strong validator: a weak ETag falls back to Last-Modified (the length is checked on every answer).
+    expect(ifRangeValue({ etag: 'W/"x"', lastModified: LM })).toBe(LM);
+    expect(ifRangeValue({ etag: '"x"', lastModified: LM })).toBe('"x"');
+    expect(ifRangeValue({ etag: 'W/"x"' })).toBeUndefined();
+    expect(hasValidators({ length: 5 })).toBe(false);
+    expect(hasValidators({ lastModified: LM })).toBe(true);
   });
 });
 

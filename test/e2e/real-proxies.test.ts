@@ -130,4 +130,10 @@ describe.skipIf(nginxMissing !== undefined)(`nginx with ssl_verify_client on${ng
       expect(await sha256File(out)).toBe(srcSha);
     }
   });
+
+  it('without a client certificate: exit 5, and the line says the server may want one', async () => {
+    const r = await box.bits(['download', `${nginx.url}/f.bin`, '-o', box.file('nocert.down'), '--cacert', pki.caFile]);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/client certificate.*--cert FILE --key FILE/);
+  });
 });
