@@ -5,7 +5,8 @@
  */
 import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
 import { redactSecrets } from '../transport/credentials.js';
-import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+import { finalStateForError } from '../jobs/outcome.js';
+import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type OutputOptions } from './output/final.js';
 
 export { currentJob, printFinal, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
@@ -37,7 +38,7 @@ export function printError(opts: OutputOptions, e: BitsError): boolean {
   if (finalEmitted()) return false;
   const job = currentJob();
   return printFinal(opts, {
-    state: stateForError(e, job.jobId),
+    state: finalStateForError(e, job.jobId !== undefined),
     jobId: job.jobId,
     kind: job.kind,
     bytes: job.bytesDone,
@@ -48,11 +49,6 @@ export function printError(opts: OutputOptions, e: BitsError): boolean {
   });
 }
 
-function stateForError(e: BitsError, jobId: string | undefined): FinalState {
-  if (e.code === 'CancelledError') return 'cancelled';
-  if (e.resumable && jobId !== undefined) return 'suspended';
-  return 'failed';
-}
 
 // ---- Ctrl-C ----
 
@@ -78,6 +74,12 @@ export interface InterruptOptions {
 }
 
 const FORCE_WINDOW_MS = 2000;
+/**
+ * Signals this close together are one Ctrl-C delivered twice (the terminal to
+ * the process group, or `timeout` to its child and the group), not a person
+ * pressing twice: nobody presses twice within 100 ms on purpose.
+ */
+export const SAME_SIGNAL_MS = 100;
 const live = new Set<() => void>();
 
 /**
@@ -96,6 +98,7 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
 
   const onSignal = (sig: NodeJS.Signals) => {
     const now = Date.now();
+    if (ac.signal.aborted && now - last < SAME_SIGNAL_MS) return;
     if (!ac.signal.aborted) {
       last = now;
       // On a terminal the ^C echo leaves the cursor mid-line.

@@ -5,7 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
-import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
+import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
@@ -82,7 +82,9 @@ Examples:
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
       opts = await withConfigDefaults(command, opts);
-      const transport = transportOptionsFrom(opts);
+      const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
+      const { transportFromSettings } = await import('../../jobs/transport.js');
+      const transport = transportFromSettings(settings, { secrets });
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
 
       if (output !== undefined && output !== '-' && opts.force !== true) {
@@ -95,9 +97,10 @@ Examples:
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
         const { openJobStore } = await import('../../store/index.js');
-        const { createDownloadJob, executeJob } = await import('../../jobs/runner.js');
+        const { createDownloadJob } = await import('../../jobs/runner.js');
+        const { executeJob } = await import('../foreground.js');
         const store = await openJobStore();
-        const { job, droppedHeaders } = await createDownloadJob(
+        const job = await createDownloadJob(
           store,
           {
             url,
@@ -110,9 +113,8 @@ Examples:
             ...(sha256 !== undefined ? { sha256 } : {}),
             ...(fragmentSize !== undefined ? { fragmentSize } : {}),
             noProgressTimeoutMs,
-            flags: opts,
+            transport: settings,
           },
-          transport,
         );
         await executeJob(store, job, {
           ...outOpts,

@@ -20,7 +20,8 @@ function redactDeep<T>(v: T): T {
   return v;
 }
 
-export type FinalState = 'complete' | 'suspended' | 'cancelled' | 'failed';
+export type { FinalState } from '../../jobs/outcome.js';
+import type { FinalState } from '../../jobs/outcome.js';
 
 export interface OutputOptions {
   /** One JSON object per line on stdout. */
@@ -49,6 +50,11 @@ export interface FinalResult {
   error?: ErrorJson;
   /** Replaces the generated human line (without the `bits: ` prefix). */
   message?: string;
+}
+
+/** The fields of a final result that a stored job supplies. */
+export function jobResultFields(job: { id: string; kind: TransferKind; bytesDone: number; totalBytes?: number; source: string; destination: string }): Pick<FinalResult, 'jobId' | 'kind' | 'bytes' | 'totalBytes' | 'source' | 'destination'> {
+  return { jobId: job.id, kind: job.kind, bytes: job.bytesDone, totalBytes: job.totalBytes, source: job.source, destination: job.destination };
 }
 
 /** What the running transfer has told us; runAction uses it to name the job in its last line. */
@@ -190,7 +196,8 @@ export function printFinal(opts: OutputOptions, outcome: FinalResult): boolean {
     });
   }
   const line = finalHumanLine(full);
-  if (r.error && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
+  // Ctrl-C and a cancel asked for are what the user wanted: plain lines, not errors.
+  if (r.error && r.state !== 'cancelled' && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
   else if (r.state !== 'complete' || !opts.quiet) stderr.write(`bits: ${line}\n`);
   return true;
 }

@@ -13,6 +13,8 @@ import cliProgress from 'cli-progress';
 import type { TransferEvent, TransferKind, TransferListener, TransferPhase } from '../../client/events.js';
 import { colorsFor, warningLine, type ColorStream } from '../colors.js';
 import { formatBytes, formatDuration, formatPercent, formatRate } from '../format.js';
+import { formatErrorLine, toBitsError } from '../../errors.js';
+import { finalStateForError } from '../../jobs/outcome.js';
 import {
   isoNow,
   printFinal,
@@ -21,7 +23,6 @@ import {
   setLiveLogger,
   updateJob,
   writeJson,
-  type FinalState,
 } from './final.js';
 
 export interface ReporterOptions {
@@ -48,8 +49,8 @@ export interface Reporter {
   listener: TransferListener;
   /** Stop timers and bars and flush the last JSON progress; call before printing the final line or exiting. Idempotent. */
   finish(): void;
-  /** The job id became known after 'start' (it is then included in every JSON object). */
-  setJobId(id: string): void;
+  /** The transfer ended with `err`: prints the outcome line, its state from the one outcome rule (src/jobs/outcome.ts). */
+  fail(err: unknown): void;
 }
 
 const PHASE_TEXT: Record<TransferPhase, string> = {
@@ -436,13 +437,9 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
         break;
       }
       case 'error': {
+        // The outcome line is printed once the error reaches the command (runAction / foreground),
+        // whose state comes from the one outcome rule (src/jobs/outcome.ts).
         finish();
-        const state: FinalState =
-          e.error.code === 'CancelledError' ? 'cancelled' : e.error.resumable && jobId !== undefined ? 'suspended' : 'failed';
-        printFinal(
-          { json: opts.json, quiet: opts.quiet, stdout, stderr },
-          { state, jobId, kind, bytes: done, totalBytes: total, source, destination, error: e.error },
-        );
         break;
       }
     }
@@ -451,9 +448,13 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
   return {
     listener,
     finish,
-    setJobId(id: string) {
-      jobId = id;
-      updateJob({ jobId: id });
+    fail(err: unknown) {
+      finish();
+      const e = toBitsError(err);
+      printFinal(
+        { json: opts.json, quiet: opts.quiet, stdout, stderr },
+        { state: finalStateForError(e, jobId !== undefined), jobId, kind, bytes: done, totalBytes: total, source, destination, error: { ...e.toJSON(), message: formatErrorLine(e) } },
+      );
     },
   };
 }

@@ -2,9 +2,9 @@
  * How jobs look to people (`bits list` table, `bits status` details) and to
  * scripts (one JSON object per job). Pure: liveness of runners is passed in.
  */
-import type { Job } from '../store/job.js';
-import { formatBytes } from '../cli/format.js';
-import { formatJobError, summarize, type JobSummary } from './lifecycle.js';
+import type { Job } from '../../store/job.js';
+import { formatBytes } from '../format.js';
+import { formatJobError, summarize, type JobSummary } from '../../jobs/lifecycle.js';
 
 /** Finished jobs older than this are hidden by `bits list` without --all. */
 export const FINISHED_HIDE_AFTER_MS = 24 * 3600_000;
