@@ -166,10 +166,8 @@ export function settingsFromFlags(opts: Record<string, unknown>, o: FromFlagsOpt
 
   for (const k of ['cacert', 'cert', 'key'] as const) if (has(k)) settings[k] = path.resolve(cwd, opts[k] as string);
   if (has('insecure') && opts.insecure === true) settings.insecure = true;
-  if (has('limitRate')) {
-    const rate = parseRate(opts.limitRate as string | number);
-    if (rate > 0) settings.limitRateBytesPerSec = rate;
-  }
+  // 0 is kept: on `bits resume --limit-rate 0` it lifts a stored limit.
+  if (has('limitRate')) settings.limitRateBytesPerSec = parseRate(opts.limitRate as string | number);
   return { settings, secrets, droppedHeaders };
 }
 
