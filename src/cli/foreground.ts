@@ -17,7 +17,7 @@ import { cancelNow, runJob, type RunContext } from '../jobs/runner.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
 import { jobResultFields } from './output/final.js';
-import { onInterrupt, printFinal, type OutputOptions } from './run.js';
+import { onInterrupt, printFinal, type OutputOptions, type OutputSession } from './run.js';
 
 /** A second SIGINT within this long of the first cancels the job instead of suspending it. */
 export const CANCEL_WINDOW_MS = 2000;
@@ -53,7 +53,7 @@ function takeSignals(): () => void {
   };
 }
 
-function jobInterrupt(windowMs = CANCEL_WINDOW_MS): JobInterrupt {
+function jobInterrupt(session: OutputSession | undefined, windowMs = CANCEL_WINDOW_MS): JobInterrupt {
   const giveBack = takeSignals();
   let first: NodeJS.Signals | undefined;
   let firstAt = 0;
@@ -65,6 +65,7 @@ function jobInterrupt(windowMs = CANCEL_WINDOW_MS): JobInterrupt {
       firstAt = Date.now();
     },
     {
+      ...(session ? { session } : {}),
       forceWindowMs: windowMs,
       secondHint: `press Ctrl-C again within ${Math.round(windowMs / 1000)} s to cancel the job instead`,
       onSecond: () => {
@@ -109,9 +110,9 @@ export interface ExecuteOptions extends OutputOptions {
  * exit with, after printing it.
  */
 export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions): Promise<Job> {
-  const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id });
+  const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id, session: out.session });
   out.beforeStart?.(reporter);
-  const intr = jobInterrupt();
+  const intr = jobInterrupt(out.session);
   const started = Date.now();
   try {
     const ctx: RunContext = { store, onEvent: reporter.listener, signal: intr.signal, ...(out.transport ? { transport: out.transport } : {}) };

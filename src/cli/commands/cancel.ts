@@ -37,14 +37,14 @@ Examples:
   bits cancel --force k3x9qa`,
     )
     .action((jobArg: string, opts: CancelOptions) =>
-      runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+      runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
         const { openJobStore } = await import('../../store/index.js');
         const { cancelJob } = await import('../../jobs/runner.js');
         const { jobResultFields } = await import('../output/final.js');
         const store = await openJobStore();
         const { job, message } = await cancelJob(store, jobArg, { force: opts.force === true });
         printFinal(
-          { json: opts.json === true, quiet: opts.quiet === true },
+          { json: opts.json === true, quiet: opts.quiet === true, session },
           { state: 'cancelled', ...jobResultFields(job), message },
         );
       }),

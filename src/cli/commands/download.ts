@@ -59,7 +59,7 @@ Examples:
   bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
   );
   cmd.action((url: string, opts: Record<string, unknown>, command: Command) =>
-    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       // Validate everything before touching the network: UsageError, exit 2.
       checkUrl(url, 'URL');
       const mirrors = (opts.mirror as string[] | undefined) ?? [];
@@ -85,7 +85,7 @@ Examples:
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
-      const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
+      const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
 
       if (output !== undefined && output !== '-' && opts.force !== true) {
         // Refuse before a job exists: a job that can only ever fail helps nobody.
@@ -132,7 +132,7 @@ Examples:
       const { downloadFile } = await import('../../client/download.js');
       const { createReporter } = await import('../output/reporter.js');
       const reporter = createReporter({ ...outOpts, kind: 'download' });
-      const interrupt = onInterrupt();
+      const interrupt = onInterrupt(undefined, { session });
       const started = Date.now();
       try {
         const result = await downloadFile({

@@ -14,6 +14,7 @@ import type { Job, JobStore } from '../../store/index.js';
 interface Out {
   json: boolean;
   quiet: boolean;
+  session: import('../output/final.js').OutputSession;
 }
 
 export function register(program: Command): void {
@@ -47,7 +48,7 @@ Examples:
   bits resume --all --quiet       (e.g. from cron)`,
   );
   cmd.action((jobArg: string | undefined, opts: Record<string, unknown>, command: Command) =>
-    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       if (opts.all && jobArg !== undefined) throw new UsageError('give a job id or --all, not both');
       if (!opts.all && jobArg === undefined) throw new UsageError('which job? give its id (see bits list), or --all');
       // Only what was typed overrides the job's settings: commander's defaults ('120', '0', ...) must not.
@@ -55,7 +56,7 @@ Examples:
       const override = settingsFromFlags(opts, { given: typed });
       const { openJobStore } = await import('../../store/index.js');
       const store = await openJobStore();
-      const out: Out = { json: opts.json === true, quiet: opts.quiet === true };
+      const out: Out = { json: opts.json === true, quiet: opts.quiet === true, session };
       if (!opts.all) {
         const { resumeRefusal } = await import('../../jobs/runner.js');
         const { runnerAlive } = await import('../../jobs/running.js');

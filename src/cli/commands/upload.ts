@@ -53,7 +53,7 @@ Examples:
   bits upload --reply-file reply.bin ./request.xml http://server/app/request.xml`,
   );
   cmd.action((file: string, url: string, opts: Record<string, unknown>, command: Command) =>
-    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       // Validate everything before touching the network or the job store.
       const { parseDestinationUrl } = await import('../../protocol/urls.js');
       let dest: URL;
@@ -94,6 +94,7 @@ Examples:
       await executeJob(store, job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
+        session,
         transport,
         beforeStart: (reporter) => {
           if (fragmentSize > WINDOWS_MAX_FRAGMENT) {
