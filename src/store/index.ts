@@ -57,5 +57,4 @@ export {
   type StoredCredentialSource,
   type TransportSettings,
 } from './transport-settings.js';
-export { writeDurable } from '../io/durable.js';
 export type { LockOptions } from './lock.js';

@@ -238,6 +238,10 @@ describe.concurrent('bits resume takes the transport options', () => {
     expect(stored).not.toContain(PROXY_PASSWORD);
     expect(JSON.parse(stored).jobs[id].transport).toMatchObject({ proxy: proxyUrl.replace('http://', 'http://puser@') + '/', proxyUser: 'puser', limitRateBytesPerSec: 65536 });
 
+    const st = await runBits(['status', id], { env: t.env });
+    expect(st.stdout).toMatch(new RegExp(`^transport\\s+.*proxy ${proxyUrl.replace('http://', 'http://puser@')}/ \\(user puser\\); rate 64\\.0 KiB/s \\(bits resume ${id} --OPTION changes them\\)$`, 'm'));
+    expect(st.stdout).not.toContain(PROXY_PASSWORD);
+
     // No terminal, no password: refused before anything runs, with a hint that works.
     const noPw = await runBits(['resume', id], { env: t.env });
     expect(noPw.code, noPw.stderr).toBe(2);
@@ -251,6 +255,26 @@ describe.concurrent('bits resume takes the transport options', () => {
     const after = JSON.parse(fs.readFileSync(path.join(t.home, 'jobs.json'), 'utf8')).jobs[id];
     expect(after.transport.limitRateBytesPerSec).toBe(0);
     expect(JSON.stringify(after)).not.toContain(PROXY_PASSWORD);
+  });
+
+  it('after a resume the last line\'s rate counts this run\'s bytes only', async () => {
+    const t = fresh('rate');
+    const big = path.join(root, t.folder, 'big.bin');
+    await makeRandomFile(big, 1024 * 1024);
+    const out = path.join(tmp.dir, `rate-${n}.bin`);
+    const run = startBits(['download', '--json', '--limit-rate', '1M', '-o', out, `${server.url}/${t.folder}/big.bin`], { env: t.env, timeoutMs: 60_000 });
+    const id = await waitJobId(run);
+    await run.waitFor(/"bytesDone":([4-9]\d{5}|\d{7,})/, 'stdout', 20_000); // at least 400 KB in
+    run.child.kill('SIGINT');
+    expect((await run.done).code).toBe(10);
+    // The rest at 256 KiB/s: counting the earlier run's bytes too would show ~1.7 times the limit.
+    const res = await runBits(['resume', '--limit-rate', '256K', id], { env: t.env, timeoutMs: 60_000 });
+    expect(res.code, res.stderr).toBe(0);
+    const m = /downloaded 1\.0 MiB in \S+ \(([\d.]+) (B|KiB)\/s\)/.exec(res.stderr);
+    expect(m, res.stderr).not.toBeNull();
+    const rate = Number(m![1]) * (m![2] === 'KiB' ? 1024 : 1);
+    expect(rate).toBeLessThan(256 * 1024 * 1.3);
+    expect(await sha256File(out)).toBe(await sha256File(big));
   });
 
   it('--proxy-user NAME:PASSWORD on resume replaces the stored proxy credentials', async () => {
