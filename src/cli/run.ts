@@ -103,10 +103,23 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
   const session = opts.session ?? new OutputSession();
   let last = 0;
   let secondCalled = false;
+  /**
+   * Signals that arrived together are read by the event loop in the same turn,
+   * however long the first one's handling took (aborting runs every abort
+   * listener synchronously): until the next turn, a signal is the same Ctrl-C.
+   */
+  let sameTurn = false;
+  /** When the last signal's handling ended: a slow handling must not eat into the 100 ms. */
+  let handledAt = 0;
 
   const onSignal = (sig: NodeJS.Signals) => {
     const now = Date.now();
-    if (ac.signal.aborted && now - last < SAME_SIGNAL_MS) return;
+    if (ac.signal.aborted && (sameTurn || now - Math.max(last, handledAt) < SAME_SIGNAL_MS)) return;
+    sameTurn = true;
+    setImmediate(() => {
+      sameTurn = false;
+      handledAt = Date.now();
+    });
     if (!ac.signal.aborted) {
       last = now;
       // On a terminal the ^C echo leaves the cursor mid-line.
