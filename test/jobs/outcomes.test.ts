@@ -209,16 +209,25 @@ describe.concurrent('a server that refuses CANCEL-SESSION', () => {
 
 describe.concurrent('Ctrl-C', () => {
   it('two SIGINTs back to back (one Ctrl-C delivered twice) suspend, they do not cancel', async () => {
-    const t = fresh('double');
-    const run = startBits(['upload', '--json', '--limit-rate', '128K', '--fragment-size', '64K', src, `${server.url}/${t.folder}/f.bin`], { env: t.env, timeoutMs: 60_000 });
-    const id = await waitJobId(run);
-    run.child.kill('SIGINT');
-    run.child.kill('SIGINT');
-    const r = await run.done;
-    expect(r.code, r.stderr).toBe(10);
-    expect(lastJson(r.stdout)).toMatchObject({ jobId: id, state: 'suspended', error: { code: 'InterruptedError' } });
-    expect(await jobOf(t.home, id)).toMatchObject({ state: 'suspended' });
-    expect(serverSessions(path.join(root, t.folder))).toHaveLength(1);
+    // The test itself must send them within the window: on a loaded machine it can be descheduled between the
+    // two kill() calls, and then the case is not the one under test; such a try is discarded (at most 3).
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const t = fresh('double');
+      const run = startBits(['upload', '--json', '--limit-rate', '128K', '--fragment-size', '64K', src, `${server.url}/${t.folder}/f.bin`], { env: t.env, timeoutMs: 60_000 });
+      const id = await waitJobId(run);
+      const t0 = performance.now();
+      run.child.kill('SIGINT');
+      run.child.kill('SIGINT');
+      const sentWithinMs = performance.now() - t0;
+      const r = await run.done;
+      if (sentWithinMs > 50 && attempt < 3) continue;
+      expect(sentWithinMs).toBeLessThan(100);
+      expect(r.code, r.stderr).toBe(10);
+      expect(lastJson(r.stdout)).toMatchObject({ jobId: id, state: 'suspended', error: { code: 'InterruptedError' } });
+      expect(await jobOf(t.home, id)).toMatchObject({ state: 'suspended' });
+      expect(serverSessions(path.join(root, t.folder))).toHaveLength(1);
+      return;
+    }
   });
 });
 
