@@ -199,7 +199,7 @@ export async function cancelNow(store: JobStore, jobId: string, transport: Trans
 }
 
 /** Runs (or continues, from its checkpoint) an upload job. */
-export async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: UploadResult }> {
+async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: UploadResult }> {
   // Before the claim: a password that cannot be asked for is a usage error, not the job's failure.
   const transport = ctx.transport ?? transportForJob(await ctx.store.get(jobId));
   return runClaimed(
@@ -273,7 +273,7 @@ async function finishedBeforeKill(cp: ClientDownloadCheckpoint): Promise<boolean
  * (default: the client's 4 MiB; at least 64 KiB). Smaller loses less to a
  * crash on a slow link, at the cost of an fsync and a store write each time.
  */
-export function checkpointBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+function checkpointBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
   const v = env['BITS_CHECKPOINT_BYTES'];
   if (v === undefined || v.trim() === '') return undefined;
   const n = parseSizeText(v);
@@ -282,7 +282,7 @@ export function checkpointBytesFromEnv(env: NodeJS.ProcessEnv = process.env): nu
 }
 
 /** Runs (or continues, from its checkpoint) a download job. */
-export async function runDownloadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: DownloadResult }> {
+async function runDownloadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: DownloadResult }> {
   const transport = ctx.transport ?? transportForJob(await ctx.store.get(jobId));
   return runClaimed(
     ctx,
