@@ -271,7 +271,7 @@ describe.concurrent('bits resume takes the transport options', () => {
     const big = path.join(root, t.folder, 'big.bin');
     await makeRandomFile(big, 1024 * 1024);
     const out = path.join(tmp.dir, `rate-${n}.bin`);
-    const run = startBits(['download', '--json', '--limit-rate', '1M', '-o', out, `${server.url}/${t.folder}/big.bin`], { env: t.env, timeoutMs: 60_000 });
+    const run = startBits(['download', '--json', '--limit-rate', '256K', '-o', out, `${server.url}/${t.folder}/big.bin`], { env: t.env, timeoutMs: 60_000 });
     const id = await waitJobId(run);
     await run.waitFor(/"bytesDone":([4-9]\d{5}|\d{7,})/, 'stdout', 20_000); // at least 400 KB in
     run.child.kill('SIGINT');
