@@ -5,26 +5,32 @@
  */
 import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
 import { redactSecrets } from '../transport/credentials.js';
-import { currentJob, finalEmitted, logLine, printFinal, stopAllDisplays, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+import { finalStateForError } from '../jobs/outcome.js';
+import { OutputSession, printFinal, type OutputOptions } from './output/final.js';
 
-export { currentJob, printFinal, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
+export { OutputSession, printFinal, type FinalResult, type FinalState, type OutputOptions } from './output/final.js';
 
 export interface RunOptions {
   json?: boolean;
   quiet?: boolean;
 }
 
-export async function runAction(opts: RunOptions, fn: () => Promise<number | void>): Promise<void> {
+/**
+ * Runs a command's action with its own OutputSession (pass it to whatever
+ * prints: reporter, printFinal, onInterrupt, executeJob).
+ */
+export async function runAction(opts: RunOptions, fn: (session: OutputSession) => Promise<number | void>): Promise<void> {
+  const session = new OutputSession();
   try {
-    const code = await fn();
+    const code = await fn(session);
     process.exitCode = code ?? ExitCode.OK;
   } catch (err) {
     const e = toBitsError(err);
-    printError(opts, e);
+    printError({ ...opts, session }, e);
     if (e.exitCode === ExitCode.INTERNAL && process.env.BITS_DEBUG) process.stderr.write(redactSecrets(`${(err as Error)?.stack ?? err}\n`));
     process.exitCode = e.exitCode;
   } finally {
-    stopAllDisplays();
+    session.stopAllDisplays();
     disposeInterrupts();
   }
 }
@@ -33,11 +39,11 @@ export async function runAction(opts: RunOptions, fn: () => Promise<number | voi
  * The final line (and JSON object) for an error, naming the job and how to
  * resume it when the job survives. Does nothing if the outcome was already printed.
  */
-export function printError(opts: OutputOptions, e: BitsError): boolean {
-  if (finalEmitted()) return false;
-  const job = currentJob();
+export function printError(opts: OutputOptions & { session: OutputSession }, e: BitsError): boolean {
+  if (opts.session.finalEmitted) return false;
+  const job = opts.session.job;
   return printFinal(opts, {
-    state: stateForError(e, job.jobId),
+    state: finalStateForError(e, job.jobId !== undefined),
     jobId: job.jobId,
     kind: job.kind,
     bytes: job.bytesDone,
@@ -48,11 +54,6 @@ export function printError(opts: OutputOptions, e: BitsError): boolean {
   });
 }
 
-function stateForError(e: BitsError, jobId: string | undefined): FinalState {
-  if (e.code === 'CancelledError') return 'cancelled';
-  if (e.resumable && jobId !== undefined) return 'suspended';
-  return 'failed';
-}
 
 // ---- Ctrl-C ----
 
@@ -75,9 +76,17 @@ export interface InterruptOptions {
   onSecond?: (signal: NodeJS.Signals) => void;
   /** What the first signal's line tells the user a second one does; default "press Ctrl-C again to quit at once". */
   secondHint?: string;
+  /** The command's output session: lines go above its bars, a forced exit stops them and names its job. */
+  session?: OutputSession;
 }
 
 const FORCE_WINDOW_MS = 2000;
+/**
+ * Signals this close together are one Ctrl-C delivered twice (the terminal to
+ * the process group, or `timeout` to its child and the group), not a person
+ * pressing twice: nobody presses twice within 100 ms on purpose.
+ */
+export const SAME_SIGNAL_MS = 100;
 const live = new Set<() => void>();
 
 /**
@@ -91,16 +100,31 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
   const ac = new AbortController();
   const windowMs = opts.forceWindowMs ?? FORCE_WINDOW_MS;
   const stderr = opts.stderr ?? process.stderr;
+  const session = opts.session ?? new OutputSession();
   let last = 0;
   let secondCalled = false;
+  /**
+   * Signals that arrived together are read by the event loop in the same turn,
+   * however long the first one's handling took (aborting runs every abort
+   * listener synchronously): until the next turn, a signal is the same Ctrl-C.
+   */
+  let sameTurn = false;
+  /** When the last signal's handling ended: a slow handling must not eat into the 100 ms. */
+  let handledAt = 0;
 
   const onSignal = (sig: NodeJS.Signals) => {
     const now = Date.now();
+    if (ac.signal.aborted && (sameTurn || now - Math.max(last, handledAt) < SAME_SIGNAL_MS)) return;
+    sameTurn = true;
+    setImmediate(() => {
+      sameTurn = false;
+      handledAt = Date.now();
+    });
     if (!ac.signal.aborted) {
       last = now;
       // On a terminal the ^C echo leaves the cursor mid-line.
       const nl = (stderr as { isTTY?: boolean }).isTTY ? '\n' : '';
-      logLine(`${nl}bits: ${sig === 'SIGINT' ? 'interrupted' : `got ${sig}`}; suspending (${opts.secondHint ?? 'press Ctrl-C again to quit at once'})\n`, stderr);
+      session.logLine(`${nl}bits: ${sig === 'SIGINT' ? 'interrupted' : `got ${sig}`}; suspending (${opts.secondHint ?? 'press Ctrl-C again to quit at once'})\n`, stderr);
       ac.abort(new InterruptedError(sig === 'SIGINT' ? 'interrupted' : `interrupted by ${sig}`));
       try {
         handler?.(sig);
@@ -120,13 +144,13 @@ export function onInterrupt(handler?: (signal: NodeJS.Signals) => void, opts: In
       return;
     }
     if (now - last <= windowMs || secondCalled) {
-      stopAllDisplays();
-      const id = currentJob().jobId;
+      session.stopAllDisplays();
+      const id = session.job.jobId;
       stderr.write(`bits: interrupted again; exiting now${id ? ` (the job may need: bits resume ${id})` : ''}\n`);
       process.exit(ExitCode.INTERRUPTED);
     }
     last = now;
-    logLine('bits: still suspending; press Ctrl-C again to quit at once\n', stderr);
+    session.logLine('bits: still suspending; press Ctrl-C again to quit at once\n', stderr);
   };
 
   process.on('SIGINT', onSignal);

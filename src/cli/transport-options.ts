@@ -1,21 +1,22 @@
 /**
  * Options every transferring command shares (upload, download, resume): timers,
  * extra headers, authentication, proxy, TLS and rate limit.
- * Commands call addTransportOptions(cmd) and transportOptionsFrom(opts).
- *
- * Secrets: `--user name:pass` and `--proxy-user name:pass` passwords stay in memory.
- * A job store persists `persistableTransportOptions(opts)` (the same record with the
- * passwords removed); `transportOptionsFrom` on that record asks for the password
- * again (BITS_PASSWORD, or a prompt on the terminal) when a server first challenges.
+ * Commands call addTransportOptions(cmd), then settingsFromFlags(opts): the
+ * one place these flags are checked (one message each, exit 2) and turned into
+ * the job's TransportSettings (src/store/transport-settings.ts) plus this
+ * run's passwords, which stay in memory. src/jobs/transport.ts turns the
+ * settings into the clients' transport, asking for passwords again on resume.
  */
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { TransportOptions } from '../transport/http.js';
 import { UsageError } from '../errors.js';
 import { checkHeaderValue } from '../protocol/validate.js';
-import { credentialProvider, credentialSourceFrom, parseUserOption, stripUrlCredentials, type CredentialSource, type PromptIO } from '../transport/credentials.js';
+import { credentialSourceFrom, parseUserOption, type PromptIO } from '../transport/credentials.js';
 import { parseProxyUrl } from '../transport/proxy.js';
 import { parseRate } from '../transport/throttle.js';
-import { loadTlsFiles } from '../transport/tls.js';
+import { isSecretHeader, type TransportSettings } from '../store/index.js';
+import { transportFromSettings, type TransportSecrets } from '../jobs/transport.js';
 
 export function addTransportOptions(cmd: Command): Command {
   return cmd
@@ -81,76 +82,97 @@ export function parseSeconds(name: string, v: unknown): number {
   return n;
 }
 
-/** The option record without passwords: what a job store may keep. */
-export function persistableTransportOptions(opts: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...opts };
-  for (const k of ['user', 'proxyUser'] as const) {
-    if (typeof out[k] === 'string') out[k] = parseUserOption(out[k] as string, k === 'user' ? '--user' : '--proxy-user').user;
-  }
-  if (typeof out['proxy'] === 'string' && out['proxy']) out['proxy'] = stripUrlCredentials(parseProxyUrl(out['proxy'] as string).href);
-  return out;
+export interface FlagSettings {
+  settings: TransportSettings;
+  /** This run's passwords (never stored). */
+  secrets: TransportSecrets;
+  /** Secret headers given with -H: sent on this run, not stored with the job. */
+  droppedHeaders: string[];
 }
 
-export function transportOptionsFrom(opts: Record<string, unknown>, io: PromptIO = {}): TransportOptions {
-  const env = io.env ?? process.env;
-  const headers: Record<string, string> = {};
-  for (const h of (opts.header as string[] | undefined) ?? []) {
-    const i = h.indexOf(':');
-    if (i <= 0) throw new UsageError(`--header must be NAME:VALUE, got ${JSON.stringify(h)}`);
-    const name = h.slice(0, i).trim();
-    const value = h.slice(i + 1).trim();
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) throw new UsageError(`--header name is not a valid token: ${JSON.stringify(name)}`);
-    const ok = checkHeaderValue(value);
-    if (!ok.ok) throw new UsageError(`--header ${name}: value ${ok.reason}`);
-    if (/^(proxy-)?authorization$/i.test(name) && (opts.user !== undefined || env['BITS_USER'])) {
-      throw new UsageError(`--header ${name} cannot be combined with --user / BITS_USER`);
-    }
-    headers[name] = value;
-  }
-  const input = io.input ?? process.stdin;
-  const canPrompt = !!input.isTTY;
-  const result: TransportOptions = {
-    requestTimeoutMs: parseSeconds('--request-timeout', opts.requestTimeout ?? 120) * 1000,
-    responseTimeoutMs: parseSeconds('--response-timeout', opts.responseTimeout ?? 300) * 1000,
-    connectTimeoutMs: parseSeconds('--connect-timeout', opts.connectTimeout ?? 30) * 1000,
-    headers,
-  };
-  // Only when given: process.env holds BITS_PASSWORD and must not ride along in a record someone may serialise.
-  if (io.env) result.env = io.env;
+export interface FromFlagsOptions {
+  /** Relative TLS paths are made absolute against this; default process.cwd(). */
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Only flags for which this says true are read (bits resume: only what the
+   * user gave overrides what the job stored); default every flag.
+   */
+  given?: (attribute: string) => boolean;
+}
 
-  const server = credentialSourceFrom(typeof opts.user === 'string' ? opts.user : undefined, env);
+/** The transport flags -> TransportSettings + this run's passwords. Throws UsageError (exit 2) naming the flag. */
+export function settingsFromFlags(opts: Record<string, unknown>, o: FromFlagsOptions = {}): FlagSettings {
+  const env = o.env ?? process.env;
+  const given = o.given ?? (() => true);
+  const cwd = o.cwd ?? process.cwd();
+  const settings: TransportSettings = {};
+  const secrets: TransportSecrets = {};
+  const droppedHeaders: string[] = [];
+  const has = (k: string) => given(k) && opts[k] !== undefined;
+
+  if (has('requestTimeout')) settings.requestTimeoutMs = parseSeconds('--request-timeout', opts.requestTimeout) * 1000;
+  if (has('responseTimeout')) settings.responseTimeoutMs = parseSeconds('--response-timeout', opts.responseTimeout) * 1000;
+  if (has('connectTimeout')) settings.connectTimeoutMs = parseSeconds('--connect-timeout', opts.connectTimeout) * 1000;
+
+  const userGiven = has('user') ? (opts.user as string) : undefined;
+  if (given('header')) {
+    const headers: Record<string, string> = {};
+    for (const h of (opts.header as string[] | undefined) ?? []) {
+      const i = h.indexOf(':');
+      if (i <= 0) throw new UsageError(`--header must be NAME:VALUE, got ${JSON.stringify(h)}`);
+      const name = h.slice(0, i).trim();
+      const value = h.slice(i + 1).trim();
+      if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) throw new UsageError(`--header name is not a valid token: ${JSON.stringify(name)}`);
+      const ok = checkHeaderValue(value);
+      if (!ok.ok) throw new UsageError(`--header ${name}: value ${ok.reason}`);
+      if (/^(proxy-)?authorization$/i.test(name) && (userGiven !== undefined || env['BITS_USER'])) {
+        throw new UsageError(`--header ${name} cannot be combined with --user / BITS_USER`);
+      }
+      headers[name] = value;
+      if (isSecretHeader(name)) droppedHeaders.push(name);
+    }
+    if (Object.keys(headers).length) settings.headers = headers;
+  }
+
+  // --user wins over BITS_USER; on resume BITS_USER is read again by src/jobs/transport.ts.
+  const server = userGiven !== undefined || o.given === undefined ? credentialSourceFrom(userGiven, env) : undefined;
   if (server) {
-    requirePasswordSource(server.source, server.password, canPrompt, env, '--user');
-    result.credentialSource = server.source;
-    result.credentials = credentialProvider(server.source, { ...io, env, password: server.password });
+    settings.user = server.source.user;
+    settings.credentialSource = { kind: server.source.kind, user: server.source.user };
+    if (server.password !== undefined) secrets.password = server.password;
   }
 
-  if (typeof opts.proxy === 'string') {
-    result.proxy = opts.proxy === '' ? false : parseProxyUrl(opts.proxy).href;
-  }
-  if (typeof opts.proxyUser === 'string') {
-    const { user, password } = parseUserOption(opts.proxyUser, '--proxy-user');
-    const source: CredentialSource = { kind: password !== undefined ? 'flag' : 'prompt', user };
-    // BITS_PASSWORD is the server's; a proxy password comes from the flag or the prompt only.
-    if (password === undefined && !canPrompt) {
-      throw new UsageError('--proxy-user has no password and there is no terminal to ask on: use --proxy-user NAME:PASSWORD');
+  if (has('proxy')) {
+    const raw = opts.proxy as string;
+    if (raw === '') settings.proxy = '';
+    else {
+      const u = parseProxyUrl(raw);
+      if (u.password) secrets.proxyPassword = decodeURIComponent(u.password);
+      if (u.username) {
+        settings.proxyUser = decodeURIComponent(u.username);
+        settings.proxyCredentialSource = { kind: u.password ? 'flag' : 'prompt', user: settings.proxyUser };
+      }
+      u.password = '';
+      settings.proxy = u.href;
     }
-    result.proxyCredentialSource = source;
-    result.proxyCredentials = credentialProvider(source, { ...io, env: {}, password, what: 'Proxy password' });
+  }
+  if (has('proxyUser')) {
+    const { user, password } = parseUserOption(opts.proxyUser as string, '--proxy-user');
+    settings.proxyUser = user;
+    settings.proxyCredentialSource = { kind: password !== undefined ? 'flag' : 'prompt', user };
+    if (password !== undefined) secrets.proxyPassword = password;
   }
 
-  result.tls = loadTlsFiles({
-    cacert: opts.cacert as string | undefined,
-    cert: opts.cert as string | undefined,
-    key: opts.key as string | undefined,
-    insecure: opts.insecure === true,
-  });
-  const rate = parseRate((opts.limitRate as string | number | undefined) ?? 0);
-  if (rate > 0) result.limitRateBytesPerSec = rate;
-  return result;
+  for (const k of ['cacert', 'cert', 'key'] as const) if (has(k)) settings[k] = path.resolve(cwd, opts[k] as string);
+  if (has('insecure') && opts.insecure === true) settings.insecure = true;
+  // 0 is kept: on `bits resume --limit-rate 0` it lifts a stored limit.
+  if (has('limitRate')) settings.limitRateBytesPerSec = parseRate(opts.limitRate as string | number);
+  return { settings, secrets, droppedHeaders };
 }
 
-function requirePasswordSource(source: CredentialSource, password: string | undefined, canPrompt: boolean, env: NodeJS.ProcessEnv, flag: string): void {
-  if (password !== undefined || canPrompt || env['BITS_PASSWORD']) return;
-  throw new UsageError(`${flag} ${source.user} has no password and there is no terminal to ask on: use ${flag} NAME:PASSWORD or set BITS_PASSWORD`);
+/** The flags straight to a transport, for a transfer that is not a job (`bits download -o -`). */
+export function transportOptionsFrom(opts: Record<string, unknown>, io: PromptIO = {}): TransportOptions {
+  const { settings, secrets } = settingsFromFlags(opts, io.env ? { env: io.env } : {});
+  return transportFromSettings(settings, { ...io, secrets });
 }

@@ -12,7 +12,6 @@ export type TransferPhase =
   | 'creating-session'
   | 'pinging'
   | 'transferring'
-  | 'resyncing'
   | 'retrying'
   | 'waiting-host-fallback'
   | 'closing'

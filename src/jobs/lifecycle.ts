@@ -1,73 +1,19 @@
 /**
- * Job lifecycle rules, pure: which state changes are allowed, what can be
- * resumed, and the summary `bits list` / `bits status` show. Whether a job's
- * runner process is alive is I/O, so callers pass it in (see running.ts).
- *
- *   queued ──> transferring ──> complete
- *     │  ▲        │    ▲
- *     │  └────────┤    │ (resume)
- *     │           ▼    │
- *     ├──────> suspended / error
- *     ▼
- *   cancelled   (from any non-terminal state)
- *
- * complete and cancelled are terminal, as in Windows BITS (BG_JOB_STATE_ACKNOWLEDGED / CANCELLED).
+ * A job as `bits list` / `bits status` summarise it, and its last error as one
+ * line. Pure. The state rules themselves live with the job record
+ * (src/store/states.ts) and are re-exported here for the job layer's callers.
  */
-import type { Job, JobError, JobState } from '../store/job.js';
+import type { Job, JobError } from '../store/job.js';
+import { effectiveState, isResumable, progressPercent } from '../store/states.js';
 import { describeHresult, parseHresult } from '../protocol/hresult.js';
 import { toBitsError } from '../errors.js';
 
-export const TERMINAL_STATES: readonly JobState[] = ['complete', 'cancelled'];
-
-const ALLOWED: Record<JobState, readonly JobState[]> = {
-  queued: ['transferring', 'suspended', 'error', 'cancelled', 'complete'],
-  transferring: ['suspended', 'error', 'complete', 'cancelled', 'queued'],
-  suspended: ['transferring', 'queued', 'error', 'cancelled'],
-  error: ['transferring', 'queued', 'suspended', 'cancelled'],
-  complete: [],
-  cancelled: [],
-};
-
-export function isTerminal(state: JobState): boolean {
-  return TERMINAL_STATES.includes(state);
-}
-
-/** Staying in the same state is always allowed (progress updates, repeated cancel). */
-export function canTransition(from: JobState, to: JobState): boolean {
-  return from === to || ALLOWED[from].includes(to);
-}
-
-/**
- * The state a person should see. A job marked transferring whose runner died
- * (kill -9, power loss) is really suspended; a live runner means transferring
- * whatever the record says.
- */
-export function effectiveState(job: Job, runnerAlive: boolean): JobState {
-  if (isTerminal(job.state)) return job.state;
-  if (runnerAlive) return 'transferring';
-  if (job.state === 'transferring') return 'suspended';
-  return job.state;
-}
-
-/** `bits resume` can continue it: not finished, not cancelled, and no live process is transferring it. */
-export function isResumable(job: Job, runnerAlive = false): boolean {
-  if (runnerAlive) return false;
-  const s = effectiveState(job, false);
-  if (s === 'error') return job.lastError?.resumable !== false;
-  return s === 'queued' || s === 'suspended';
-}
-
-/** Cleanable by `bits clean`: finished (or, with `all`, failed) and not running. */
-export function isCleanable(job: Job, runnerAlive: boolean, all: boolean): boolean {
-  if (runnerAlive) return false;
-  if (isTerminal(job.state)) return true;
-  return all && job.state === 'error';
-}
+export * from '../store/states.js';
 
 export interface JobSummary {
   id: string;
   kind: Job['kind'];
-  state: JobState;
+  state: Job['state'];
   running: boolean;
   resumable: boolean;
   bytesDone: number;
@@ -80,13 +26,6 @@ export interface JobSummary {
   updatedAt: string;
   /** The last error as one line, when there is one. */
   error?: string;
-}
-
-export function progressPercent(job: Pick<Job, 'bytesDone' | 'totalBytes' | 'state'>): number | undefined {
-  if (job.state === 'complete') return 100;
-  if (job.totalBytes === undefined) return undefined;
-  if (job.totalBytes === 0) return 0;
-  return Math.min(100, Math.floor((job.bytesDone / job.totalBytes) * 1000) / 10);
 }
 
 export function summarize(job: Job, runnerAlive = false): JobSummary {

@@ -41,5 +41,21 @@ export {
   type StoreData,
 } from './job.js';
 export { isProcessAlive } from './process.js';
-export { writeDurable } from '../io/durable.js';
+export {
+  TERMINAL_STATES,
+  canTransition,
+  effectiveState,
+  isCleanable,
+  isResumable,
+  isTerminal,
+  progressPercent,
+  resumesByItself,
+} from './states.js';
+export {
+  legacyTransportSettings,
+  overrideTransportSettings,
+  sanitizeTransportSettings,
+  type StoredCredentialSource,
+  type TransportSettings,
+} from './transport-settings.js';
 export type { LockOptions } from './lock.js';

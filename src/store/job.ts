@@ -11,6 +11,8 @@ import type { UploadCheckpoint } from '../protocol/uploader.js';
 import type { AppRange, TocRow } from '../protocol/download-ranges.js';
 import type { Validators } from '../protocol/download-validate.js';
 import type { SourceState } from '../protocol/downloader.js';
+import { isSecretHeader, redactUrl } from './secrets.js';
+import { sanitizeTransportSettings, type TransportSettings } from './transport-settings.js';
 
 export const STORE_SCHEMA_VERSION = 1;
 
@@ -38,14 +40,29 @@ export type CredentialSource = {
   user?: string;
 };
 
-/** Timeouts in milliseconds, as given on the command line. */
+/** Timeouts of the transfer itself (the transport's are in TransportSettings), in milliseconds. */
 export type JobTimeouts = { [key: string]: number };
 
-/** What `bits resume` needs to continue with the same settings. Headers never carry secrets. */
+/**
+ * What `bits resume` needs to continue the transfer as it was asked for
+ * (the transport's settings are the job's `transport`).
+ */
 export type JobOptions = {
   fragmentSize?: number;
   timeouts?: JobTimeouts;
+  /** Only in jobs written before `transport` existed (see legacyTransportSettings). */
   headers?: { [name: string]: string };
+  /** Upload: where the reply goes (`-` = stdout) and whether one is required. */
+  replyFile?: string;
+  requireReply?: boolean;
+  /** Download: the output as asked for (absolute), the folder it was asked in, and the choices made. */
+  output?: string;
+  cwd?: string;
+  force?: boolean;
+  ranges?: string;
+  segments?: number;
+  mirrors?: string[];
+  sha256?: string;
   [key: string]: JsonValue | undefined;
 };
 
@@ -145,8 +162,12 @@ export interface Job {
   updatedAt: string;
   lastError?: JobError;
   options?: JobOptions;
+  /** How to reach the server again: timeouts, proxy, TLS files, rate, user, non-secret headers. */
+  transport?: TransportSettings;
   credentialSource?: CredentialSource;
   runner?: JobRunner;
+  /** `bits cancel --force` asked the running process to cancel the job (ISO time); cleared when a run starts or the job is cancelled. */
+  cancelRequested?: string;
   upload?: UploadCheckpoint;
   download?: DownloadCheckpoint;
 }
@@ -173,25 +194,7 @@ export const ID_ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
 export const ID_LENGTH = 6;
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{6}$/;
 
-/** Header names whose values are secrets; never persisted. */
-const SECRET_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'x-auth-token']);
-
-export function isSecretHeader(name: string): boolean {
-  return SECRET_HEADERS.has(name.trim().toLowerCase());
-}
-
-/** Removes the password from a URL's user info; anything that is not a URL is returned unchanged. */
-export function redactUrl(value: string): string {
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
-  try {
-    const u = new URL(value);
-    if (!u.password) return value;
-    u.password = '';
-    return u.toString();
-  } catch {
-    return value;
-  }
-}
+export { isSecretHeader, redactUrl } from './secrets.js';
 
 /**
  * Makes a record safe to persist: no secret headers, no URL passwords. The
@@ -206,6 +209,7 @@ export function sanitizeJob(job: Job): Job {
     for (const [k, v] of Object.entries(headers)) if (!isSecretHeader(k)) kept[k] = v;
     out.options = { ...job.options, headers: kept };
   }
+  if (job.transport) out.transport = sanitizeTransportSettings(job.transport);
   if (out.upload?.replyUrl) out.upload = { ...out.upload, replyUrl: redactUrl(out.upload.replyUrl) };
   return out;
 }
@@ -271,8 +275,10 @@ const JOB_FIELDS: Record<string, Check> = {
   updatedAt: isoDate,
   lastError: jsonObject,
   options: jsonObject,
+  transport: jsonObject,
   credentialSource: jsonObject,
   runner: jsonObject,
+  cancelRequested: isoDate,
   upload: jsonObject,
   download: jsonObject,
 };
@@ -289,6 +295,17 @@ export function validateJob(v: unknown, where = 'job'): Job {
   }
   if (v.options !== undefined) {
     checkFields(`${where} options`, v.options as Record<string, unknown>, { fragmentSize: nonNegInt, timeouts: numberMap, headers: stringMap }, []);
+  }
+  if (v.transport !== undefined) {
+    const t = v.transport as Record<string, unknown>;
+    checkFields(`${where} transport`, t, {
+      requestTimeoutMs: nonNegInt, responseTimeoutMs: nonNegInt, connectTimeoutMs: nonNegInt, proxy: str, proxyUser: str,
+      cacert: str, cert: str, key: str, insecure: bool, limitRateBytesPerSec: nonNegInt, user: str, headers: stringMap,
+      credentialSource: jsonObject, proxyCredentialSource: jsonObject,
+    }, []);
+    for (const k of ['credentialSource', 'proxyCredentialSource'] as const) {
+      if (t[k] !== undefined) checkFields(`${where} transport ${k}`, t[k] as Record<string, unknown>, { kind: oneOf(['env', 'prompt', 'flag']), user: str }, ['kind', 'user']);
+    }
   }
   if (v.credentialSource !== undefined) {
     checkFields(`${where} credentialSource`, v.credentialSource as Record<string, unknown>, { kind: oneOf(['env', 'prompt', 'flag']), user: str }, ['kind']);

@@ -19,7 +19,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import Conf from 'conf';
 import { StoreError, UsageError } from '../errors.js';
-import { canTransition } from '../jobs/lifecycle.js';
+import { canTransition } from './states.js';
 import { removeStaleTemps, writeDurable } from '../io/durable.js';
 import { acquireLock, LockTimeoutError, type LockOptions } from './lock.js';
 import {

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
 import { createReporter, type ReporterOptions } from '../../src/cli/output/reporter.js';
 import type { TransferEvent } from '../../src/client/events.js';
+import { TransportError } from '../../src/errors.js';
 
 const MiB = 1024 * 1024;
 const TOTAL = 100 * MiB;
@@ -47,7 +48,7 @@ async function drive(
     await sleep(stepMs);
   }
   if (end === 'complete') r.listener({ type: 'complete', bytes: TOTAL, destination: 'http://127.0.0.1:1/up/big.bin' });
-  else r.listener({ type: 'error', error: { code: 'TransportError', message: 'connection reset', exitCode: 4, resumable: true } });
+  else r.fail(new TransportError('connection reset'));
   r.finish();
   await sleep(5); // let the PassThroughs deliver
   return io;

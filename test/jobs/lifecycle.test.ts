@@ -14,7 +14,7 @@ import {
   progressPercent,
   summarize,
 } from '../../src/jobs/lifecycle.js';
-import { formatJobTable, isHiddenByDefault, relativeTime, shorten } from '../../src/jobs/format.js';
+import { formatJobTable, isHiddenByDefault, relativeTime, shorten } from '../../src/cli/output/job-format.js';
 import { claimJob, releaseJob, runnerAlive } from '../../src/jobs/running.js';
 import { JOB_STATES, openJobStore, type Job, type JobState } from '../../src/store/index.js';
 import { ServerError, TimeoutError, UsageError } from '../../src/errors.js';

@@ -1,13 +1,10 @@
 /** The pure parts of the job runner: error -> state, stored options. */
 import { describe, expect, it } from 'vitest';
-import {
-  finalStateFor,
-  jobTransportOptions,
-  outcomeForError,
-  resumeRefusal,
-  transportFlagsFromJob,
-  worstExitCode,
-} from '../../src/jobs/runner.js';
+import { resumeRefusal } from '../../src/jobs/runner.js';
+import { finalStateFor, finalStateForError, outcomeForError, worstExitCode } from '../../src/jobs/outcome.js';
+import { settingsOf, transportFromSettings } from '../../src/jobs/transport.js';
+import { settingsFromFlags } from '../../src/cli/transport-options.js';
+import { overrideTransportSettings, sanitizeJob } from '../../src/store/index.js';
 import {
   AuthError,
   CancelledError,
@@ -91,25 +88,64 @@ describe('finalStateFor / worstExitCode', () => {
 
 // Upload checkpoints in the store: test/upload/checkpoint.test.ts (one schema, no converters).
 
-describe('stored transport options never hold a secret', () => {
-  it('drops passwords and secret headers, keeps the rest, makes TLS paths absolute', () => {
+describe('stored transport settings never hold a secret', () => {
+  const noTty = { input: { isTTY: false } as unknown as NodeJS.ReadableStream };
+
+  it('drops passwords and secret headers, keeps the rest (proxy user name included), makes TLS paths absolute', () => {
     const flags = {
       requestTimeout: '60', responseTimeout: '90', connectTimeout: '5',
       header: ['X-Trace: 1', 'Authorization: Bearer s3cr3t-token', 'Cookie: a=b'],
       user: 'alice:pa55word', proxy: 'http://bob:pr0xypw@127.0.0.1:3128', proxyUser: 'carol:cpw',
       cacert: 'ca.pem', insecure: false, limitRate: '1M',
     };
-    const { options, droppedHeaders } = jobTransportOptions(flags, '/work/dir');
-    const text = JSON.stringify(options);
+    // (Authorization cannot be combined with --user; X-Api-Key is the secret header here.)
+    flags.header = ['X-Trace: 1', 'X-Api-Key: s3cr3t-token', 'Cookie: a=b'];
+    const { settings, secrets, droppedHeaders } = settingsFromFlags(flags, { cwd: '/work/dir', env: {} });
+    const job: Job = { id: 'abc234', kind: 'upload', source: '/x', destination: 'http://h/x', state: 'queued', bytesDone: 0, createdAt: NOW.toISOString(), updatedAt: NOW.toISOString(), transport: settings };
+    const text = JSON.stringify(sanitizeJob(job));
     for (const secret of ['s3cr3t-token', 'pa55word', 'pr0xypw', 'cpw', 'a=b']) expect(text).not.toContain(secret);
-    expect(droppedHeaders.sort()).toEqual(['Authorization', 'Cookie']);
-    expect(options.headers).toEqual({ 'X-Trace': '1' });
-    expect(options.timeouts).toEqual({ request: 60_000, response: 90_000, connect: 5_000 });
-    expect(options.transport).toMatchObject({ user: 'alice', proxyUser: 'carol', cacert: '/work/dir/ca.pem', limitRate: '1M', insecure: false });
+    expect(droppedHeaders.sort()).toEqual(['Cookie', 'X-Api-Key']);
+    expect(sanitizeJob(job).transport?.headers).toEqual({ 'X-Trace': '1' });
+    expect(settings).toMatchObject({ requestTimeoutMs: 60_000, responseTimeoutMs: 90_000, connectTimeoutMs: 5_000 });
+    expect(settings).toMatchObject({ user: 'alice', proxyUser: 'carol', cacert: '/work/dir/ca.pem', limitRateBytesPerSec: 1024 * 1024 });
+    expect(settings.proxy).toBe('http://bob@127.0.0.1:3128/');
+    expect(secrets).toEqual({ password: 'pa55word', proxyPassword: 'cpw' });
+    expect(() => validateJob(JSON.parse(text))).not.toThrow();
   });
 
-  it('rebuilds the flag record for transportOptionsFrom; the user named by the credential source is asked again', () => {
-    const flags = transportFlagsFromJob({ options: { headers: { 'X-Trace': '1' }, transport: { requestTimeout: '60' } }, credentialSource: { kind: 'env', user: 'alice' } });
-    expect(flags).toEqual({ requestTimeout: '60', header: ['X-Trace: 1'], user: 'alice' });
+  it('a stored job is rebuilt with its settings; the user named by the credential source is asked again', () => {
+    const job = { transport: { requestTimeoutMs: 60_000, headers: { 'X-Trace': '1' }, user: 'alice', credentialSource: { kind: 'env' as const, user: 'alice' } } };
+    const t = transportFromSettings(settingsOf(job), { env: { BITS_PASSWORD: 'pw' }, ...noTty });
+    expect(t).toMatchObject({ requestTimeoutMs: 60_000, headers: { 'X-Trace': '1' }, credentialSource: { kind: 'env', user: 'alice' } });
+    // No terminal and no password to read: refused before the job runs.
+    expect(() => transportFromSettings(settingsOf(job), { env: {}, ...noTty })).toThrow(/--user alice has no password/);
+  });
+
+  it('a job written by an older bits (a flag record) resumes with its settings', () => {
+    const old = { options: { headers: { 'X-Trace': '1' }, timeouts: { request: 60_000, noProgress: 1000 }, transport: { limitRate: '1M', proxy: 'http://127.0.0.1:3128/' } }, credentialSource: { kind: 'env' as const, user: 'alice' } };
+    expect(settingsOf(old)).toEqual({ requestTimeoutMs: 60_000, limitRateBytesPerSec: 1024 * 1024, proxy: 'http://127.0.0.1:3128/', headers: { 'X-Trace': '1' }, user: 'alice', credentialSource: { kind: 'env', user: 'alice' } });
+  });
+
+  it('bits resume: typed options override the stored ones, a new user replaces the stored credential source', () => {
+    const stored = { connectTimeoutMs: 5000, proxy: 'http://bob@127.0.0.1:3128/', user: 'alice', credentialSource: { kind: 'flag' as const, user: 'alice' }, headers: { A: '1' } };
+    const typed = (k: string) => ['user', 'connectTimeout', 'header'].includes(k);
+    const o = settingsFromFlags({ user: 'carol', connectTimeout: '7', requestTimeout: '120', header: ['B: 2'] }, { given: typed, env: {} });
+    expect(o.settings).toEqual({ connectTimeoutMs: 7000, headers: { B: '2' }, user: 'carol', credentialSource: { kind: 'prompt', user: 'carol' } });
+    expect(overrideTransportSettings(stored, o.settings)).toEqual({
+      connectTimeoutMs: 7000, proxy: 'http://bob@127.0.0.1:3128/', user: 'carol', credentialSource: { kind: 'prompt', user: 'carol' }, headers: { A: '1', B: '2' },
+    });
+  });
+});
+
+describe('finalStateForError: the outcome of a command, from the one rule', () => {
+  it.each([
+    [new TransportError('reset'), true, 'suspended'],
+    [new TransportError('reset'), false, 'failed'],
+    [new ServerError({ httpStatus: 404, request: 'GET' }), true, 'failed'],
+    [new ServerError({ httpStatus: 503, transient: true }), true, 'suspended'],
+    [new CancelledError('x'), true, 'cancelled'],
+    [new InterruptedError('x'), true, 'suspended'],
+  ])('%s (job: %s) -> %s', (err, hasJob, state) => {
+    expect(finalStateForError(err, hasJob)).toBe(state);
   });
 });

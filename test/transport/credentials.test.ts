@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitsError, formatErrorLine, UsageError } from '../../src/errors.js';
-import { addTransportOptions, persistableTransportOptions, transportOptionsFrom } from '../../src/cli/transport-options.js';
+import { addTransportOptions, settingsFromFlags, transportOptionsFrom } from '../../src/cli/transport-options.js';
 import { Credentials, credentialSourceFrom, parseUserOption, redactSecrets, resolveCredentials, stripUrlCredentials } from '../../src/transport/credentials.js';
 import { HttpTransport } from '../../src/transport/http.js';
 import { basicAuth, digestAuth, ntlmAuth, startRawServer, type RawServer } from '../helpers/auth-servers.js';
@@ -94,7 +94,7 @@ describe('the password is never printed or stored', () => {
     const warn = (m: string) => captured.push(m);
     const cliOpts = parse(['--user', `alice:${PASSWORD}`, '--proxy-user', `pu:${PASSWORD}`, '--insecure']);
     const options = transportOptionsFrom(cliOpts, { env: {}, ...noTty });
-    captured.push(JSON.stringify(options), inspect(options, { depth: 5 }), JSON.stringify(persistableTransportOptions(cliOpts)));
+    captured.push(JSON.stringify(options), inspect(options, { depth: 5 }), JSON.stringify(settingsFromFlags(cliOpts, { env: {} }).settings));
     captured.push(inspect(new Credentials('alice', PASSWORD)), JSON.stringify({ c: new Credentials('alice', PASSWORD) }));
 
     const record = (e: unknown) => {

@@ -122,8 +122,6 @@ describe('bits upload (in process)', () => {
   async function run(...args: string[]): Promise<number> {
     vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => (out.push(String(c)), true));
     vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => (err.push(String(c)), true));
-    // Output state is per process; each in-process run is a new `bits` invocation.
-    (await import('../../src/cli/output/final.js')).resetSession();
     const { buildProgram } = await import('../../src/cli/program.js');
     const program = await buildProgram();
     await program.parseAsync(['node', 'bits', 'upload', ...args]);

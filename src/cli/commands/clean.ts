@@ -10,7 +10,7 @@ export function register(program: Command): void {
   program
     .command('clean')
     .description('forget finished jobs (complete and cancelled); a running job is never removed')
-    .option('-a, --all', 'also forget failed jobs (state error), which could otherwise be resumed')
+    .option('-a, --all', 'also forget failed jobs (state error); their upload sessions are cancelled on the server first, best-effort')
     .option('--json', 'one {"type":"removed",…} object per job, then {"type":"summary","count":N}')
     .addHelpText(
       'after',
@@ -25,11 +25,10 @@ Only the job records are removed; downloaded, partial and reply files are left a
       runAction({ json: opts.json }, async () => {
         const { openJobStore } = await import('../../store/index.js');
         const { runnerAlive } = await import('../../jobs/running.js');
-        const { isCleanable } = await import('../../jobs/lifecycle.js');
+        const { cleanJobs } = await import('../../jobs/runner.js');
         const store = await openJobStore();
         const all = opts.all === true;
-        // Decided under the store lock, so a job a process claims meanwhile is not removed.
-        const removed = await store.removeWhere((job) => isCleanable(job, runnerAlive(job), all));
+        const removed = await cleanJobs(store, { all });
         if (opts.json) {
           for (const j of removed) process.stdout.write(JSON.stringify({ type: 'removed', id: j.id, kind: j.kind, state: j.state }) + '\n');
           process.stdout.write(JSON.stringify({ type: 'summary', count: removed.length }) + '\n');

@@ -5,7 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
-import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
+import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
@@ -59,7 +59,7 @@ Examples:
   bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
   );
   cmd.action((url: string, opts: Record<string, unknown>, command: Command) =>
-    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       // Validate everything before touching the network: UsageError, exit 2.
       checkUrl(url, 'URL');
       const mirrors = (opts.mirror as string[] | undefined) ?? [];
@@ -82,8 +82,10 @@ Examples:
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
       opts = await withConfigDefaults(command, opts);
-      const transport = transportOptionsFrom(opts);
-      const outOpts = { json: opts.json === true, quiet: opts.quiet === true };
+      const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
+      const { transportFromSettings } = await import('../../jobs/transport.js');
+      const transport = transportFromSettings(settings, { secrets });
+      const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
 
       if (output !== undefined && output !== '-' && opts.force !== true) {
         // Refuse before a job exists: a job that can only ever fail helps nobody.
@@ -95,9 +97,10 @@ Examples:
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
         const { openJobStore } = await import('../../store/index.js');
-        const { createDownloadJob, executeJob } = await import('../../jobs/runner.js');
+        const { createDownloadJob } = await import('../../jobs/runner.js');
+        const { executeJob } = await import('../foreground.js');
         const store = await openJobStore();
-        const { job, droppedHeaders } = await createDownloadJob(
+        const job = await createDownloadJob(
           store,
           {
             url,
@@ -110,9 +113,8 @@ Examples:
             ...(sha256 !== undefined ? { sha256 } : {}),
             ...(fragmentSize !== undefined ? { fragmentSize } : {}),
             noProgressTimeoutMs,
-            flags: opts,
+            transport: settings,
           },
-          transport,
         );
         await executeJob(store, job, {
           ...outOpts,
@@ -130,7 +132,7 @@ Examples:
       const { downloadFile } = await import('../../client/download.js');
       const { createReporter } = await import('../output/reporter.js');
       const reporter = createReporter({ ...outOpts, kind: 'download' });
-      const interrupt = onInterrupt();
+      const interrupt = onInterrupt(undefined, { session });
       const started = Date.now();
       try {
         const result = await downloadFile({

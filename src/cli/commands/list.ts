@@ -26,7 +26,7 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
         // Imported here so that `bits --help` does not load conf.
         const { openJobStore } = await import('../../store/index.js');
         const { runnerAlive } = await import('../../jobs/running.js');
-        const { formatJobTable, isHiddenByDefault, jobJson } = await import('../../jobs/format.js');
+        const { formatJobTable, isHiddenByDefault, jobJson } = await import('../output/job-format.js');
         const store = await openJobStore();
         const now = Date.now();
         const all = (await store.list()).map((job) => ({ job, alive: runnerAlive(job, now) }));

@@ -1,80 +1,134 @@
 /**
- * `bits resume JOB` / `bits resume --all`: continue suspended, failed or
- * interrupted jobs with the options they were started with. Uploads resume as
- * MC-BUP §3.1.4.3 says (PING, then FRAGMENT from the offset the server
+ * `bits resume JOB` / `bits resume --all`: continue suspended or interrupted
+ * jobs (and, when named, a failed one) with the options they were started
+ * with; transport options given here override the stored ones. Uploads resume
+ * as MC-BUP §3.1.4.3 says (PING, then FRAGMENT from the offset the server
  * confirms); downloads from their partial file with If-Range (§3.6.4.2).
  */
 import type { Command } from 'commander';
 import { runAction } from '../run.js';
+import { addTransportOptions, settingsFromFlags } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
+import type { Job, JobStore } from '../../store/index.js';
 
-interface ResumeOptions {
-  all?: boolean;
-  json?: boolean;
-  quiet?: boolean;
+interface Out {
+  json: boolean;
+  quiet: boolean;
+  session: import('../output/final.js').OutputSession;
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('resume')
-    .description('continue an interrupted or failed transfer job (see bits list)')
+    .description('continue an interrupted transfer job, or retry a failed one (see bits list)')
     .argument('[job]', 'job id, or a unique prefix of at least 3 characters')
-    .option('-a, --all', 'resume every resumable job, one after another (for cron and CI); skips jobs another process is running')
+    .option('-a, --all', 'resume every suspended or queued job, one after another (for cron and CI); failed jobs and jobs another process is running are skipped')
     .option('--json', 'one JSON object per line on stdout')
-    .option('-q, --quiet', 'print errors only')
-    .addHelpText(
-      'after',
-      `
-The job continues with the options it was started with. Passwords are never
-saved: they are read again from BITS_PASSWORD, or asked for on the terminal.
+    .option('-q, --quiet', 'print errors only');
+  addTransportOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+The job continues with the options it was started with; the transport options
+above, when given, replace the stored ones for this and later runs (a new
+password, proxy, certificate, timeout or rate). Passwords are never saved:
+they are read again from BITS_PASSWORD (BITS_PROXY_PASSWORD for the proxy), or
+asked for on the terminal.
 
-With --all the exit code is the worst outcome (the highest exit code of any
-job; 0 when every job completed), and with --json the last line is
-{"type":"summary",...}. A Ctrl-C stops the current job and the remaining ones.
+--all resumes suspended and queued jobs only. A job that failed for good
+(state error: a 404, a refused upload, a wrong password) is skipped with a
+line saying why, as Windows BITS never retries a job in ERROR by itself;
+resume it by id once the cause is fixed. The exit code is the worst outcome
+of the jobs resumed (0 when every one completed), and with --json the last
+line is {"type":"summary",...}. A Ctrl-C stops the current job and the rest.
 
 Examples:
   bits resume k3x9qa
+  bits resume k3x9qa --user alice --cacert ./ca.pem
   bits resume --all --quiet       (e.g. from cron)`,
-    )
-    .action((jobArg: string | undefined, opts: ResumeOptions) =>
-      runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
-        if (opts.all && jobArg !== undefined) throw new UsageError('give a job id or --all, not both');
-        if (!opts.all && jobArg === undefined) throw new UsageError('which job? give its id (see bits list), or --all');
-        const { openJobStore } = await import('../../store/index.js');
-        const runner = await import('../../jobs/runner.js');
+  );
+  cmd.action((jobArg: string | undefined, opts: Record<string, unknown>, command: Command) =>
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
+      if (opts.all && jobArg !== undefined) throw new UsageError('give a job id or --all, not both');
+      if (!opts.all && jobArg === undefined) throw new UsageError('which job? give its id (see bits list), or --all');
+      // Only what was typed overrides the job's settings: commander's defaults ('120', '0', ...) must not.
+      const typed = (k: string) => command.getOptionValueSource(k) === 'cli';
+      const override = settingsFromFlags(opts, { given: typed });
+      const { openJobStore } = await import('../../store/index.js');
+      const store = await openJobStore();
+      const out: Out = { json: opts.json === true, quiet: opts.quiet === true, session };
+      if (!opts.all) {
+        const { resumeRefusal } = await import('../../jobs/runner.js');
         const { runnerAlive } = await import('../../jobs/running.js');
-        const store = await openJobStore();
-        const out = { json: opts.json === true, quiet: opts.quiet === true };
-        if (!opts.all) {
-          const job = await store.get(jobArg!);
-          const refusal = runner.resumeRefusal(job, runnerAlive(job));
-          if (refusal) throw refusal;
-          await runner.executeJob(store, job, out);
-          return;
-        }
-        return resumeAll(store, out, runner, runnerAlive);
-      }),
-    );
+        const job = await store.get(jobArg!);
+        const refusal = resumeRefusal(job, runnerAlive(job));
+        if (refusal) throw refusal;
+        await resumeOne(store, job, out, override);
+        return;
+      }
+      return resumeAll(store, out, override);
+    }),
+  );
 }
 
-async function resumeAll(
-  store: import('../../store/index.js').JobStore,
-  out: { json: boolean; quiet: boolean },
-  runner: typeof import('../../jobs/runner.js'),
-  runnerAlive: (job: import('../../store/index.js').Job) => boolean,
-): Promise<number> {
+/** Applies the typed transport options to the job (stored, so later resumes keep them), then runs it in the foreground. */
+async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<Job> {
+  const { overrideTransportSettings } = await import('../../store/index.js');
+  const { settingsOf, transportFromSettings } = await import('../../jobs/transport.js');
+  const { executeJob } = await import('../foreground.js');
+  const settings = overrideTransportSettings(settingsOf(job), override.settings);
+  // Built before the job is claimed: a password that cannot be asked for is a usage error, not the job's failure.
+  const transport = transportFromSettings(settings, { secrets: override.secrets });
+  let current = job;
+  if (Object.keys(override.settings).length > 0) {
+    current = await store.update(job.id, {
+      transport: settings,
+      ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}),
+    });
+  }
+  return executeJob(store, current, {
+    ...out,
+    transport,
+    beforeStart: (reporter) => {
+      for (const h of override.droppedHeaders) {
+        reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; a later bits resume sends the requests without it` });
+      }
+    },
+  });
+}
+
+async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<number> {
   const { toBitsError, ExitCode } = await import('../../errors.js');
-  const { isResumable } = await import('../../jobs/lifecycle.js');
-  const jobs = (await store.list()).filter((j) => isResumable(j, runnerAlive(j)));
+  const { effectiveState, resumesByItself } = await import('../../store/index.js');
+  const { resumeRefusal } = await import('../../jobs/runner.js');
+  const { runnerAlive } = await import('../../jobs/running.js');
+  const { formatJobError } = await import('../../jobs/lifecycle.js');
+  const { worstExitCode } = await import('../../jobs/outcome.js');
+  const all = await store.list();
+  const jobs = all.filter((j) => resumesByItself(j, runnerAlive(j)));
+  // Say what is not resumed and why: a cron log must show the failed job, not hide it.
+  const skipped: Array<{ jobId: string; state: string; reason: string }> = [];
+  for (const j of all) {
+    const alive = runnerAlive(j);
+    const state = effectiveState(j, alive);
+    if (alive) skipped.push({ jobId: j.id, state, reason: `being transferred by pid ${j.runner!.pid} on ${j.runner!.host}` });
+    else if (state === 'error') {
+      skipped.push({ jobId: j.id, state, reason: `failed${j.lastError ? ` (${formatJobError(j.lastError)})` : ''}; once the cause is fixed: bits resume ${j.id}, or remove it: bits cancel ${j.id}` });
+    }
+  }
+  for (const s of skipped) {
+    if (out.json) process.stdout.write(JSON.stringify({ type: 'skipped', time: new Date().toISOString(), ...s }) + '\n');
+    else if (!out.quiet) process.stderr.write(`bits: skipped job ${s.jobId}: ${s.reason}\n`);
+  }
   const codes: number[] = [];
   const results: Array<{ jobId: string; state: string; exitCode: number }> = [];
   if (jobs.length === 0 && !out.quiet && !out.json) process.stderr.write('bits: no resumable jobs\n');
   for (const candidate of jobs) {
     // Re-read: a job may have been resumed or cancelled by someone else since the list was taken.
     const job = await store.get(candidate.id).catch(() => undefined);
-    if (!job || runner.resumeRefusal(job, runnerAlive(job))) continue;
+    if (!job || resumeRefusal(job, runnerAlive(job))) continue;
     try {
-      const done = await runner.executeJob(store, job, out);
+      const done = await resumeOne(store, job, out, override);
       codes.push(0);
       results.push({ jobId: done.id, state: done.state, exitCode: 0 });
     } catch (err) {
@@ -86,12 +140,23 @@ async function resumeAll(
       if (e.exitCode === ExitCode.INTERRUPTED || e.exitCode === ExitCode.CANCELLED) break;
     }
   }
-  const code = runner.worstExitCode(codes);
+  const code = worstExitCode(codes);
   if (out.json) {
-    process.stdout.write(JSON.stringify({ type: 'summary', time: new Date().toISOString(), resumed: results.length, complete: results.filter((r) => r.state === 'complete').length, exitCode: code, jobs: results }) + '\n');
-  } else if (!out.quiet && results.length > 1) {
+    process.stdout.write(
+      JSON.stringify({
+        type: 'summary',
+        time: new Date().toISOString(),
+        resumed: results.length,
+        complete: results.filter((r) => r.state === 'complete').length,
+        skipped: skipped.length,
+        exitCode: code,
+        jobs: results,
+      }) + '\n',
+    );
+  } else if (!out.quiet && results.length + skipped.length > 1) {
     const ok = results.filter((r) => r.state === 'complete').length;
-    process.stderr.write(`bits: resumed ${results.length} jobs: ${ok} complete${ok < results.length ? `, ${results.length - ok} not (exit ${code})` : ''}\n`);
+    const notOk = results.length - ok;
+    process.stderr.write(`bits: resumed ${results.length} job${results.length === 1 ? '' : 's'}: ${ok} complete${notOk ? `, ${notOk} not (exit ${code})` : ''}${skipped.length ? `; skipped ${skipped.length}` : ''}\n`);
   }
   return code;
 }

@@ -24,7 +24,7 @@ Exit codes: 0 ok, 2 unknown or ambiguous job id, 8 job store unreadable.`,
       runAction({ json: opts.json }, async () => {
         const { openJobStore } = await import('../../store/index.js');
         const { runnerAlive } = await import('../../jobs/running.js');
-        const { formatJobDetails, jobJson } = await import('../../jobs/format.js');
+        const { formatJobDetails, jobJson } = await import('../output/job-format.js');
         const store = await openJobStore();
         const job = await store.get(id);
         const alive = runnerAlive(job);

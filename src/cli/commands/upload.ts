@@ -5,8 +5,8 @@
  */
 import { Option, type Command } from 'commander';
 import { runAction } from '../run.js';
-import { addTransportOptions, noProgressTimeoutOption, transportOptionsFrom, withConfigDefaults } from '../transport-options.js';
-import { LocalFileError, UsageError } from '../../errors.js';
+import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
+import { UsageError } from '../../errors.js';
 
 /** §6 note 10: Windows sends fragments of 5 KB to 13 MB. */
 const MIN_FRAGMENT = 5 * 1024;
@@ -53,7 +53,7 @@ Examples:
   bits upload --reply-file reply.bin ./request.xml http://server/app/request.xml`,
   );
   cmd.action((file: string, url: string, opts: Record<string, unknown>, command: Command) =>
-    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async () => {
+    runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       // Validate everything before touching the network or the job store.
       const { parseDestinationUrl } = await import('../../protocol/urls.js');
       let dest: URL;
@@ -73,20 +73,28 @@ Examples:
         throw new UsageError('the reply cannot go to stdout with --json; use --reply-file PATH');
       }
       opts = await withConfigDefaults(command, opts);
-      const transport = transportOptionsFrom(opts);
+      const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
+      const { transportFromSettings } = await import('../../jobs/transport.js');
+      const transport = transportFromSettings(settings, { secrets });
       await checkReadableFile(file);
 
       const { openJobStore } = await import('../../store/index.js');
-      const { createUploadJob, executeJob } = await import('../../jobs/runner.js');
+      const { createUploadJob } = await import('../../jobs/runner.js');
+      const { executeJob } = await import('../foreground.js');
       const store = await openJobStore();
-      const { job, droppedHeaders } = await createUploadJob(
-        store,
-        { file, url: dest.href, fragmentSize, noProgressTimeoutMs, replyFile, requireReply: replyFile !== undefined, flags: opts },
-        transport,
-      );
+      const job = await createUploadJob(store, {
+        file,
+        url: dest.href,
+        fragmentSize,
+        noProgressTimeoutMs,
+        replyFile,
+        requireReply: replyFile !== undefined,
+        transport: settings,
+      });
       await executeJob(store, job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
+        session,
         transport,
         beforeStart: (reporter) => {
           if (fragmentSize > WINDOWS_MAX_FRAGMENT) {
@@ -101,20 +109,12 @@ Examples:
   );
 }
 
-/** FILE must exist, be a regular file and be readable: LocalFileError (exit 3) otherwise. */
+/** FILE must exist, be a regular file and be readable: LocalFileError (exit 3) otherwise, worded as every source check is. */
 async function checkReadableFile(file: string): Promise<void> {
   const { promises: fsp, constants } = await import('node:fs');
-  let st;
-  try {
-    st = await fsp.stat(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new LocalFileError(code === 'ENOENT' ? `${file}: no such file` : `${file}: ${(e as Error).message}`, file, { cause: e });
-  }
-  if (!st.isFile()) throw new LocalFileError(`${file}: not a regular file`, file);
-  try {
-    await fsp.access(file, constants.R_OK);
-  } catch (e) {
-    throw new LocalFileError(`${file}: permission denied`, file, { cause: e });
-  }
+  const { sourceFileError, statSourceFile } = await import('../../io/source-file.js');
+  await statSourceFile(file);
+  await fsp.access(file, constants.R_OK).catch((e: unknown) => {
+    throw sourceFileError(file, e);
+  });
 }

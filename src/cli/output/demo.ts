@@ -18,14 +18,14 @@ function int(v: unknown, name: string, min: number, max: number): number {
 export async function runDemo(opts: Record<string, string | boolean | undefined>): Promise<void> {
   const json = opts.json === true;
   const quiet = opts.quiet === true;
-  await runAction({ json, quiet }, async () => {
+  await runAction({ json, quiet }, async (session) => {
     const size = int(opts.size, '--size', 1, 2 ** 50);
     const steps = int(opts.steps, '--steps', 1, 10_000);
     const stepMs = int(opts.stepMs, '--step-ms', 0, 10_000);
     const segs = int(opts.segments, '--segments', 0, 64);
     const jobId = String(opts.jobId);
-    const { signal } = onInterrupt();
-    const reporter = createReporter({ json, quiet });
+    const { signal } = onInterrupt(undefined, { session });
+    const reporter = createReporter({ json, quiet, session });
     const emit = (e: TransferEvent) => reporter.listener(e);
 
     emit({ type: 'start', kind: 'upload', jobId, source: 'demo.bin', destination: 'http://127.0.0.1/demo/demo.bin', totalBytes: size });

@@ -20,7 +20,8 @@ function redactDeep<T>(v: T): T {
   return v;
 }
 
-export type FinalState = 'complete' | 'suspended' | 'cancelled' | 'failed';
+export type { FinalState } from '../../jobs/outcome.js';
+import type { FinalState } from '../../jobs/outcome.js';
 
 export interface OutputOptions {
   /** One JSON object per line on stdout. */
@@ -31,6 +32,8 @@ export interface OutputOptions {
   stdout?: Writable;
   /** Defaults to process.stderr; its isTTY decides bars and colour. */
   stderr?: Writable & ColorStream;
+  /** The command's output session (runAction makes it); without one, this call stands alone. */
+  session?: OutputSession;
 }
 
 export interface FinalResult {
@@ -45,10 +48,17 @@ export interface FinalResult {
   replyFile?: string;
   sha256?: string;
   elapsedMs?: number;
+  /** Bytes this run moved (a resume starts beyond 0): what the rate is computed from. */
+  runBytes?: number;
   /** The error, for every state but 'complete'. */
   error?: ErrorJson;
   /** Replaces the generated human line (without the `bits: ` prefix). */
   message?: string;
+}
+
+/** The fields of a final result that a stored job supplies. */
+export function jobResultFields(job: { id: string; kind: TransferKind; bytesDone: number; totalBytes?: number; source: string; destination: string }): Pick<FinalResult, 'jobId' | 'kind' | 'bytes' | 'totalBytes' | 'source' | 'destination'> {
+  return { jobId: job.id, kind: job.kind, bytes: job.bytesDone, totalBytes: job.totalBytes, source: job.source, destination: job.destination };
 }
 
 /** What the running transfer has told us; runAction uses it to name the job in its last line. */
@@ -62,60 +72,52 @@ export interface JobSnapshot {
   startedAt?: number;
 }
 
-interface Session {
-  job: JobSnapshot;
-  finalEmitted: boolean;
+/**
+ * What one command has shown so far: the job the running transfer named (so
+ * an error escaping to runAction can name it), whether the outcome line is
+ * out, and the live displays to stop before anything else is printed.
+ * runAction makes one per command and passes it down; nothing is global.
+ */
+export class OutputSession {
+  job: JobSnapshot = {};
+  finalEmitted = false;
   /** Stops for live bars and timers, so an error path or a forced exit leaves a clean terminal. */
-  stoppers: Set<() => void>;
-}
+  private readonly stoppers = new Set<() => void>();
+  /** While bars are drawn, lines must go above them (a direct write would be overdrawn). */
+  liveLogger: ((line: string) => void) | undefined;
 
-let session: Session = { job: {}, finalEmitted: false, stoppers: new Set() };
-
-/** A new transfer starts: forget the previous one (tests create several reporters in one process). */
-export function resetSession(): void {
-  session = { job: {}, finalEmitted: false, stoppers: session.stoppers };
-}
-
-export function currentJob(): JobSnapshot {
-  return session.job;
-}
-
-export function updateJob(patch: JobSnapshot): void {
-  Object.assign(session.job, patch);
-}
-
-export function finalEmitted(): boolean {
-  return session.finalEmitted;
-}
-
-let liveLogger: ((line: string) => void) | undefined;
-
-/** While bars are drawn, lines must go above them (a direct write would be overdrawn). */
-export function setLiveLogger(log: ((line: string) => void) | undefined): void {
-  liveLogger = log;
-}
-
-/** Writes a full line (with its newline) to stderr, above any live progress bars. */
-export function logLine(line: string, stderr: NodeJS.WritableStream = process.stderr): void {
-  if (liveLogger) liveLogger(line.replace(/^\n+/, '')); // the bars redraw from the line start anyway
-  else stderr.write(line);
-}
-
-export function registerStopper(stop: () => void): () => void {
-  session.stoppers.add(stop);
-  return () => session.stoppers.delete(stop);
-}
-
-/** Stops every live progress display (idempotent). */
-export function stopAllDisplays(): void {
-  for (const stop of [...session.stoppers]) {
-    try {
-      stop();
-    } catch {
-      // a display that cannot stop must not hide the real outcome
-    }
+  /** A new transfer starts (bits resume --all runs several): forget the previous one's job and outcome. */
+  beginTransfer(): void {
+    this.job = {};
+    this.finalEmitted = false;
   }
-  session.stoppers.clear();
+
+  updateJob(patch: JobSnapshot): void {
+    Object.assign(this.job, patch);
+  }
+
+  /** Writes a full line (with its newline) to stderr, above any live progress bars. */
+  logLine(line: string, stderr: NodeJS.WritableStream = process.stderr): void {
+    if (this.liveLogger) this.liveLogger(line.replace(/^\n+/, '')); // the bars redraw from the line start anyway
+    else stderr.write(line);
+  }
+
+  registerStopper(stop: () => void): () => void {
+    this.stoppers.add(stop);
+    return () => this.stoppers.delete(stop);
+  }
+
+  /** Stops every live progress display (idempotent). */
+  stopAllDisplays(): void {
+    for (const stop of [...this.stoppers]) {
+      try {
+        stop();
+      } catch {
+        // a display that cannot stop must not hide the real outcome
+      }
+    }
+    this.stoppers.clear();
+  }
 }
 
 export function isoNow(): string {
@@ -139,7 +141,8 @@ export function finalHumanLine(r: FinalResult): string {
       let s = `${verb} ${formatBytes(r.bytes ?? 0)}`;
       if (r.elapsedMs !== undefined && r.elapsedMs > 0) {
         s += ` in ${formatDuration(r.elapsedMs / 1000)}`;
-        if (r.bytes) s += ` (${formatRate((r.bytes * 1000) / r.elapsedMs)})`;
+        const moved = r.runBytes ?? r.bytes;
+        if (moved) s += ` (${formatRate((moved * 1000) / r.elapsedMs)})`;
       }
       if (r.destination) s += ` -> ${r.destination}`;
       if (r.replyFile) s += `; reply saved to ${r.replyFile}`;
@@ -161,11 +164,12 @@ export function finalHumanLine(r: FinalResult): string {
  * false and prints nothing when the outcome was already printed.
  */
 export function printFinal(opts: OutputOptions, outcome: FinalResult): boolean {
+  const session = opts.session ?? new OutputSession();
   if (session.finalEmitted) return false;
   // Every outcome passes here (reporter, commands, runAction): the one place to scrub secrets.
   const r = redactDeep(outcome);
   session.finalEmitted = true;
-  stopAllDisplays();
+  session.stopAllDisplays();
   const stdout = opts.stdout ?? process.stdout;
   const stderr = opts.stderr ?? process.stderr;
   const job = session.job;
@@ -190,7 +194,8 @@ export function printFinal(opts: OutputOptions, outcome: FinalResult): boolean {
     });
   }
   const line = finalHumanLine(full);
-  if (r.error && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
+  // Ctrl-C and a cancel asked for are what the user wanted: plain lines, not errors.
+  if (r.error && r.state !== 'cancelled' && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
   else if (r.state !== 'complete' || !opts.quiet) stderr.write(`bits: ${line}\n`);
   return true;
 }

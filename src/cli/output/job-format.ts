@@ -2,9 +2,9 @@
  * How jobs look to people (`bits list` table, `bits status` details) and to
  * scripts (one JSON object per job). Pure: liveness of runners is passed in.
  */
-import { upgradeUploadCheckpoint, type Job } from '../store/job.js';
-import { formatBytes } from '../cli/format.js';
-import { formatJobError, summarize, type JobSummary } from './lifecycle.js';
+import { upgradeUploadCheckpoint, type Job } from '../../store/job.js';
+import { formatBytes } from '../format.js';
+import { formatJobError, summarize, type JobSummary } from '../../jobs/lifecycle.js';
 
 /** Finished jobs older than this are hidden by `bits list` without --all. */
 export const FINISHED_HIDE_AFTER_MS = 24 * 3600_000;
@@ -135,6 +135,19 @@ export function formatJobDetails(job: Job, alive: boolean, now: number): string 
     if (o.timeouts) for (const [k, v] of Object.entries(o.timeouts)) parts.push(`${k} ${v} ms`);
     if (o.headers && Object.keys(o.headers).length) parts.push(`headers ${Object.keys(o.headers).join(', ')}`);
     if (parts.length) rows.push(['options', parts.join('; ')]);
+  }
+  const t = job.transport;
+  if (t) {
+    const parts: string[] = [];
+    for (const [k, label] of [['connectTimeoutMs', 'connect'], ['requestTimeoutMs', 'request'], ['responseTimeoutMs', 'response']] as const) {
+      if (t[k] !== undefined) parts.push(`${label} timeout ${t[k]} ms`);
+    }
+    if (t.proxy !== undefined) parts.push(t.proxy === '' ? 'no proxy' : `proxy ${t.proxy}${t.proxyUser ? ` (user ${t.proxyUser})` : ''}`);
+    for (const k of ['cacert', 'cert', 'key'] as const) if (t[k]) parts.push(`--${k} ${t[k]}`);
+    if (t.insecure) parts.push('certificate not verified (--insecure)');
+    if (t.limitRateBytesPerSec) parts.push(`rate ${formatBytes(t.limitRateBytesPerSec)}/s`);
+    if (t.headers && Object.keys(t.headers).length) parts.push(`headers ${Object.keys(t.headers).join(', ')}`);
+    if (parts.length) rows.push(['transport', `${parts.join('; ')} (bits resume JOB --OPTION changes them)`.replace('JOB', job.id)]);
   }
   const c = job.credentialSource;
   if (c) rows.push(['credentials', `${c.kind === 'env' ? 'from the environment' : c.kind === 'prompt' ? 'asked for at the prompt' : 'given on the command line'}${c.user ? ` (user ${c.user})` : ''}; never stored: resume gets them the same way again`]);
