@@ -404,13 +404,15 @@ export async function cancelJob(store: JobStore, idOrPrefix: string, opts: Cance
     }
   } catch (err) {
     const e = toBitsError(err);
-    if (e instanceof ServerError && opts.force) {
+    // A server that answered, even if only with errors until the cancel's deadline, refused; one that never answered is unreachable.
+    const refusal = e instanceof ServerError ? e : e.cause instanceof ServerError ? e.cause : undefined;
+    if (refusal && opts.force) {
       const done = await releaseJob(store, job.id, { state: 'cancelled', lastError: undefined, cancelRequested: undefined });
-      return { job: done, already: false, sessionMayRemain: true, message: `job ${job.id} cancelled here; the server refused CANCEL-SESSION (${formatErrorLine(e)}), so its session may remain on the server` };
+      return { job: done, already: false, sessionMayRemain: true, message: `job ${job.id} cancelled here; the server refused CANCEL-SESSION (${formatErrorLine(refusal)}), so its session may remain on the server` };
     }
-    if (e instanceof ServerError) {
-      await releaseJob(store, job.id, { state: 'error', lastError: jobErrorFrom(e), cancelRequested: undefined }).catch(() => undefined);
-      throw Object.assign(e, { message: `could not cancel job ${job.id}: ${formatErrorLine(e)}; the server refused, so the job is kept as failed: bits cancel --force ${job.id} removes it here (the server session may remain)` });
+    if (refusal) {
+      await releaseJob(store, job.id, { state: 'error', lastError: jobErrorFrom(refusal), cancelRequested: undefined }).catch(() => undefined);
+      throw Object.assign(refusal, { message: `could not cancel job ${job.id}: ${formatErrorLine(refusal)}; the server refused, so the job is kept as failed: bits cancel --force ${job.id} removes it here (the server session may remain)` });
     }
     await releaseJob(store, job.id, { cancelRequested: undefined }).catch(() => undefined);
     throw Object.assign(e, { message: `could not cancel job ${job.id}: ${formatErrorLine(e)}; the job is kept, run bits cancel ${job.id} again` });
