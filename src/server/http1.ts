@@ -39,6 +39,8 @@ export interface Http1Request {
   remoteAddress: string;
   /** Whether the request came over TLS. */
   secure: boolean;
+  /** The authenticated user, set by the server's auth check (per-client session quotas). */
+  user?: string;
 }
 
 export interface Http1Response {

@@ -12,11 +12,18 @@
  * - CLOSE-SESSION on a session that received no fragment commits a 0-byte entity (clients send
  *   CREATE-SESSION then CLOSE-SESSION for empty files).
  * - More than limits.maxSessions sessions: CREATE-SESSION gets 500 with E_OUTOFMEMORY.
+ * - Per client (the authenticated user, else the client address): more than
+ *   limits.maxSessionsPerClient open sessions gets 503 + Retry-After with E_OUTOFMEMORY, more
+ *   than limits.sessionsPerMinutePerClient creations in a minute 429 + Retry-After with
+ *   E_OUTOFMEMORY (both transient for a client); a session that never received a byte expires
+ *   after limits.emptySessionTimeoutSeconds.
+ * - A destination more than MAX_SESSION_DEPTH folders deep gets 400 E_INVALIDARG (the restart
+ *   loader would not find its session); a symlink in session storage gets 403 E_ACCESSDENIED.
  * - The response entity is deleted at CLOSE-SESSION (§3.2.5.2.7), so a client fetches the reply
  *   before closing, as the §4.2 capture shows.
  * - A request for a session from another URL than the one it was created for is BG_E_SESSION_NOT_FOUND.
  */
-import { link, mkdir, open, realpath, rename, rm, unlink } from 'node:fs/promises';
+import { link, mkdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -27,8 +34,13 @@ import { BackEndClient } from './notify.js';
 import { writevAll } from '../io/write-all.js';
 import {
   SESSIONS_DIR,
+  MAX_SESSION_DEPTH,
+  SymlinkRefused,
   createSessionOnDisk,
   deleteSessionFromDisk,
+  openRequestFile,
+  prepareReplyDir,
+  verifySessionDirs,
   exists,
   fsyncDir,
   isDirectory,
@@ -182,6 +194,8 @@ function isDiskFullError(err: unknown): boolean {
 export class UploadServer {
   private readonly sessions = new Map<string, Session>();
   private readonly closed = new Map<string, { urlPath: string; at: number }>();
+  /** CREATE-SESSION times per client within the last minute (limits.sessionsPerMinutePerClient). */
+  private readonly creations = new Map<string, number[]>();
   private readonly backEnd = new BackEndClient();
   private sweeper: NodeJS.Timeout | undefined;
   private realRoot = '';
@@ -217,7 +231,7 @@ export class UploadServer {
 
   private sweepIntervalMs(): number {
     const c = this.options.config;
-    const timeouts = [c.defaults, ...Object.values(c.directories)]
+    const timeouts = [c.defaults, ...Object.values(c.directories), { sessionTimeoutSeconds: c.limits.emptySessionTimeoutSeconds }]
       .map((d) => d.sessionTimeoutSeconds)
       .filter((t): t is number => typeof t === 'number' && t > 0);
     const shortest = Math.min(...timeouts, 3600);
@@ -226,7 +240,10 @@ export class UploadServer {
 
   private isExpired(s: Session, now = Date.now()): boolean {
     const cfg = directoryConfigFor(this.options.config, s.record.urlPath);
-    return now - s.record.lastActivity > cfg.sessionTimeoutSeconds * 1000;
+    // A session that never received a byte costs a client nothing to open: it goes much sooner.
+    const empty = s.received === 0 && s.record.state === 'STATE_RECEIVE_FRAGMENTS';
+    const seconds = empty ? Math.min(cfg.sessionTimeoutSeconds, this.options.config.limits.emptySessionTimeoutSeconds) : cfg.sessionTimeoutSeconds;
+    return now - s.record.lastActivity > seconds * 1000;
   }
 
   /** §3.2.6.1: removes sessions idle longer than their directory's timeout. */
@@ -236,13 +253,14 @@ export class UploadServer {
       if (this.isExpired(s, now)) await this.withLock(s, () => this.expire(s));
     }
     for (const [id, c] of this.closed) if (now - c.at > CLOSED_MEMORY_MS) this.closed.delete(id);
+    for (const [client, times] of this.creations) if (times.every((t) => now - t > 60_000)) this.creations.delete(client);
   }
 
   private async expire(s: Session): Promise<void> {
     if (this.sessions.get(s.record.id) !== s || !this.isExpired(s)) return;
     this.sessions.delete(s.record.id);
     this.options.log(`session ${s.record.id} expired (${s.record.urlPath})`);
-    await deleteSessionFromDisk(s).catch(() => {});
+    await deleteSessionFromDisk(s, true).catch((err) => this.options.log(`session ${s.record.id}: ${(err as Error).message}`));
   }
 
   private async withLock<T>(s: Session, fn: () => Promise<T>): Promise<T> {
@@ -264,6 +282,10 @@ export class UploadServer {
     } catch (err) {
       if (err instanceof BitsReply) res = err.response;
       else if (isDiskFullError(err)) res = bitsError(500, HRESULT.ERROR_DISK_FULL);
+      else if (err instanceof SymlinkRefused) {
+        this.options.log(`upload: ${req.rawPath}: ${err.message}`);
+        res = bitsError(403, HRESULT.E_ACCESSDENIED);
+      }
       else {
         this.options.log(`upload: ${req.rawPath}: ${(err as Error).stack ?? String(err)}`);
         res = bitsError(500, HRESULT.E_FAIL);
@@ -376,10 +398,15 @@ export class UploadServer {
       this.options.log(`upload: ${urlPath}: notification configured without a notificationUrl`);
       fail(500, HRESULT.E_FAIL);
     }
-    if (this.sessions.size >= this.options.config.limits.maxSessions) {
+    // The restart loader walks MAX_SESSION_DEPTH folders deep: a deeper session would be lost.
+    if (segs.length - 1 > MAX_SESSION_DEPTH) fail(400, HRESULT.E_INVALIDARG);
+    const limits = this.options.config.limits;
+    if (this.sessions.size >= limits.maxSessions) {
       // §3.2.7: the table is full.
       fail(500, HRESULT.E_OUTOFMEMORY);
     }
+    const client = req.user !== undefined ? `user:${req.user}` : `addr:${req.remoteAddress}`;
+    this.checkClientQuota(client);
     const id = newSessionId();
     const now = Date.now();
     const host = req.headers['host'] ?? `${req.socket.localAddress ?? 'localhost'}:${req.socket.localPort ?? ''}`;
@@ -394,17 +421,20 @@ export class UploadServer {
       lastActivity: now,
       notified: false,
       copyToDestination: true,
+      client,
     };
     const session: Session = {
       record,
       sessionsDir: path.join(path.dirname(dest), SESSIONS_DIR),
       received: 0,
       lock: Promise.resolve(),
+      root: this.realRoot,
     };
+    // It removes whatever it made when it fails (ENAMETOOLONG deep down leaves no folders).
     try {
       await createSessionOnDisk(session);
     } catch (err) {
-      await deleteSessionFromDisk(session).catch(() => {});
+      if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') fail(400, HRESULT.E_INVALIDARG);
       throw err;
     }
     this.sessions.set(id, session);
@@ -416,6 +446,31 @@ export class UploadServer {
     if (cfg.hostId) headers[H.HostId] = cfg.hostId;
     if (cfg.hostIdFallbackTimeout) headers[H.HostIdFallbackTimeout] = String(cfg.hostIdFallbackTimeout);
     return ack(headers, id);
+  }
+
+  /**
+   * One client must not take every session: at most maxSessionsPerClient open ones (503), and
+   * at most sessionsPerMinutePerClient new ones a minute (429). Both carry Retry-After, which
+   * a BITS client honours as a transient answer; other clients are unaffected.
+   */
+  private checkClientQuota(client: string): void {
+    const limits = this.options.config.limits;
+    const now = Date.now();
+    const recent = (this.creations.get(client) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= limits.sessionsPerMinutePerClient) {
+      this.creations.set(client, recent);
+      this.options.log(`upload: ${client} created ${recent.length} sessions in the last minute (limit ${limits.sessionsPerMinutePerClient})`);
+      const wait = Math.max(1, Math.ceil((recent[0]! + 60_000 - now) / 1000));
+      fail(429, HRESULT.E_OUTOFMEMORY, { extra: { 'Retry-After': String(wait) } });
+    }
+    let open = 0;
+    for (const s of this.sessions.values()) if (s.record.client === client) open++;
+    if (open >= limits.maxSessionsPerClient) {
+      this.options.log(`upload: ${client} holds ${open} sessions (limit ${limits.maxSessionsPerClient})`);
+      fail(503, HRESULT.E_OUTOFMEMORY, { extra: { 'Retry-After': '60' } });
+    }
+    recent.push(now);
+    this.creations.set(client, recent);
   }
 
   private fragmentAck(s: Session, extra: Record<string, string> = {}): Http1Response {
@@ -483,10 +538,9 @@ export class UploadServer {
   /** Appends the body at the received offset; on any failure the file is cut back to what was acknowledged. */
   private async appendBody(req: Http1Request, s: Session, length: number): Promise<void> {
     const start = s.received;
-    const file = requestFile(s);
     let fh;
     try {
-      fh = await open(file, 'r+');
+      fh = await openRequestFile(s);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // The request entity was deleted under us: the session is gone (§3.2.5.2.7 treats it likewise).
@@ -554,6 +608,7 @@ export class UploadServer {
       await saveSession(s);
       return undefined;
     }
+    await prepareReplyDir(s);
     const result = await this.backEnd.notify({
       type: cfg.notificationType,
       notificationUrl: cfg.notificationUrl,
@@ -608,6 +663,7 @@ export class UploadServer {
       if (failure) return failure;
     }
     if (rec.copyToDestination) {
+      await verifySessionDirs(s);
       let dest: string;
       try {
         dest = await resolveUnderRoot(this.realRoot, req.rawPath);
@@ -641,7 +697,7 @@ export class UploadServer {
     if (this.sessions.get(s.record.id) === s) {
       this.sessions.delete(s.record.id);
       this.rememberClosed(s.record.id, s.record.urlPath);
-      await deleteSessionFromDisk(s);
+      await deleteSessionFromDisk(s, true);
     }
     return ack({}, s.record.id);
   }
