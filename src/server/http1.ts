@@ -947,9 +947,9 @@ export async function startHttp1Server(options: Http1ServerOptions, handler: Htt
     });
     ts.on('connection', (raw: net.Socket) => admit(raw));
     ts.on('secureConnection', (s) => onSocket(s, true));
-    ts.on('tlsClientError', () => {
-      /* a failed handshake concerns only that client */
-    });
+    // A failed or timed-out handshake concerns only that client; with a listener here Node
+    // leaves the socket open, so it is closed explicitly (else it holds its descriptor forever).
+    ts.on('tlsClientError', (_err, s) => s.destroy());
     server = ts;
   } else {
     server = net.createServer({ allowHalfOpen: true }, (s) => {

@@ -78,6 +78,8 @@ export interface Session {
   lock: Promise<void>;
   /** The served root's real path: the virtual directory must stay below it. */
   root: string;
+  /** FRAGMENTs waiting for the lock (capped: see upload-server.ts). */
+  waiting?: number;
 }
 
 /**

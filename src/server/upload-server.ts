@@ -109,6 +109,9 @@ function fail(status: number, hr: number, opts: Parameters<typeof bitsError>[2] 
   throw new BitsReply(bitsError(status, hr, opts));
 }
 
+/** FRAGMENTs that may queue behind one session's lock (their bodies are not read while they wait). */
+const MAX_FRAGMENT_WAITERS = 4;
+
 /** Bytes gathered from the request body before one pwritev (see appendBody). */
 const WRITE_BATCH = 1024 * 1024;
 /**
@@ -499,7 +502,19 @@ export class UploadServer {
       fail(400, HRESULT.E_INVALIDARG);
     }
 
+    // A session is sent serially; a resend after a lost connection may wait for the old one.
+    // More waiters than that is abuse: each would hold its connection for a rate window in turn.
+    if ((s.waiting ?? 0) >= MAX_FRAGMENT_WAITERS) {
+      fail(503, HRESULT.E_OUTOFMEMORY, { sessionId: s.record.id, close: true, extra: { 'Retry-After': '5' } });
+    }
+    s.waiting = (s.waiting ?? 0) + 1;
+    let waiting = true;
+    const unwait = (): void => {
+      if (waiting) s.waiting = (s.waiting ?? 1) - 1;
+      waiting = false;
+    };
     return this.withLock(s, async () => {
+      unwait();
       if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
       const rec = s.record;
       // A different entity length than an earlier fragment's is E_INVALIDARG (§2.2.1.2 table).
@@ -532,7 +547,7 @@ export class UploadServer {
       rec.lastActivity = Date.now();
       if (s.received === total) return this.complete(s, cfg);
       return this.fragmentAck(s);
-    });
+    }).finally(unwait);
   }
 
   /** Appends the body at the received offset; on any failure the file is cut back to what was acknowledged. */
