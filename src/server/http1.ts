@@ -124,8 +124,16 @@ const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 /** Unread bytes of an unwanted body we still swallow after the response before giving up (lingering close). */
 const LINGER_MS = 2000;
-/** Request body bytes buffered ahead of the handler before the socket is paused. */
+/** Request body bytes buffered ahead of the handler before the socket is paused (with few bodies in flight). */
 const BODY_HIGH_WATER_MARK = 1024 * 1024;
+/**
+ * What all bodies in flight together may buffer ahead of their handlers: a new body's mark
+ * is this divided among the bodies being received (at least BODY_MIN_WATER_MARK), so 200
+ * concurrent uploads do not hold 200 MiB. The handler sizes its own batches by the mark.
+ */
+const BODY_BUFFER_BUDGET = 4 * 1024 * 1024;
+const BODY_MIN_WATER_MARK = 64 * 1024;
+let bodiesInFlight = 0;
 /** How long close() lets in-flight requests finish before it cuts their sockets. */
 const CLOSE_GRACE_MS = 1000;
 /** Over the connection limit: how long we wait for the head we answer with 503, and the Retry-After we send. */
@@ -455,6 +463,8 @@ class BodyReceiver {
   private continueSent = false;
   /** Set once the handler first reads: until then nothing is taken from the socket (see below). */
   private rate: RateWatch | undefined;
+  /** Counted in bodiesInFlight (from construction: marks are fixed when the stream is made). */
+  private counted = false;
   private readonly done: Promise<void>;
   private settle!: () => void;
 
@@ -467,10 +477,15 @@ class BodyReceiver {
   ) {
     this.remaining = length;
     this.done = new Promise((r) => (this.settle = r));
+    if (length > 0) {
+      bodiesInFlight++;
+      this.counted = true;
+    }
     this.stream = new ReadableStream({
       // Up to 1 MiB may wait for the handler: the socket keeps flowing while a handler writes
-      // the previous batch to disk (64 KiB paused the socket on every disk write).
-      highWaterMark: BODY_HIGH_WATER_MARK,
+      // the previous batch to disk (64 KiB paused the socket on every disk write). Under
+      // load the budget is shared (BODY_BUFFER_BUDGET).
+      highWaterMark: Math.max(BODY_MIN_WATER_MARK, Math.min(BODY_HIGH_WATER_MARK, Math.floor(BODY_BUFFER_BUDGET / (bodiesInFlight + 1)))),
       read: () => this.onRead(),
       destroy: (err, cb) => {
         // A handler that destroys an unfinished body leaves the connection out of sync: it must close.
@@ -572,6 +587,8 @@ class BodyReceiver {
 
   private stop(): void {
     this.clearIdle();
+    if (this.counted) bodiesInFlight--;
+    this.counted = false;
     this.guard.unwatch(this.rate);
     this.reader.setSink(undefined);
     this.reader.socket.off('close', this.onClose);
