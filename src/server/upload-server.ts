@@ -109,6 +109,8 @@ function fail(status: number, hr: number, opts: Parameters<typeof bitsError>[2] 
   throw new BitsReply(bitsError(status, hr, opts));
 }
 
+/** Smallest write while the body is still arriving (see writeBody). */
+const MIN_WRITE_BYTES = 64 * 1024;
 /** FRAGMENTs that may queue behind one session's lock (their bodies are not read while they wait). */
 const MAX_FRAGMENT_WAITERS = 4;
 
@@ -154,6 +156,9 @@ function writeBody(body: Readable, write: (bufs: Buffer[], bytes: number) => Pro
         if (ended) resolve();
         return;
       }
+      // A trickle is gathered, not written byte by byte: a body cut before MIN_WRITE_BYTES
+      // arrived leaves the file untouched (no truncate and fsync for every dripping client).
+      if (!ended && bytes < MIN_WRITE_BYTES) return;
       const bufs = batch;
       const n = bytes;
       batch = [];
@@ -571,8 +576,11 @@ export class UploadServer {
     // Write-back started while the body is still arriving (see EARLY_FLUSH_BYTES).
     let early: Promise<void> | undefined;
     let unflushed = 0;
+    /** Whether any write began (a failed pwritev may still have written part of its batch). */
+    let touched = false;
     try {
       await writeBody(req.body, async (bufs, bytes) => {
+        touched = true;
         await writevAll(fh, bufs, pos, bytes);
         pos += bytes;
         unflushed += bytes;
@@ -590,8 +598,10 @@ export class UploadServer {
       s.received = pos;
     } catch (err) {
       await early?.catch(() => {});
-      await fh.truncate(start).catch(() => {});
-      await fh.sync().catch(() => {});
+      if (touched) {
+        await fh.truncate(start).catch(() => {});
+        await fh.sync().catch(() => {});
+      }
       if (isDiskFullError(err)) fail(500, HRESULT.ERROR_DISK_FULL, { close: true });
       // The client went away or stalled mid-body: nobody reads this answer, the connection closes.
       throw new BitsReply(bitsError(400, HRESULT.E_INVALIDARG, { sessionId: s.record.id, close: true }));

@@ -168,6 +168,39 @@ describe('connection limits and deadlines', () => {
     }
   }, 120_000);
 
+  it('at most 4 FRAGMENTs wait for one session: the next gets 503 with Retry-After at once, without its body being read', async () => {
+    const root = await freshRoot('waiters');
+    const s = await serve(root, ['--quiet', '--rate-grace', '3', '--min-rate', '100']);
+    try {
+      const r = await createSession(s.port, '/w/x.bin');
+      const id = r.headers['bits-session-id']!;
+      const frag = buildRequest('BITS_POST', '/w/x.bin', {
+        'BITS-Packet-Type': 'Fragment',
+        'BITS-Session-Id': id,
+        'Content-Range': 'bytes 0-999/1000',
+        'Content-Length': 1000,
+      });
+      // One holds the lock (dripping), four wait.
+      const held: RawConnection[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await RawConnection.connect(s.port);
+        await c.write(Buffer.concat([frag, Buffer.from('x')]));
+        held.push(c);
+        await sleep(50);
+      }
+      const sixth = await RawConnection.connect(s.port);
+      const t0 = Date.now();
+      const res = await sixth.request(frag, { timeoutMs: 2000 });
+      expect(Date.now() - t0).toBeLessThan(1500);
+      expect(res.status).toBe(503);
+      expect(res.headers['retry-after']).toBe('5');
+      expect(res.headers['bits-error']).toBe(E_OUTOFMEMORY);
+      for (const c of [...held, sixth]) c.destroy();
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('beyond --max-connections a request gets 503 with Retry-After; established connections keep working', async () => {
     const root = await freshRoot('cap');
     await writeFile(path.join(root, 'f.txt'), 'hello');
@@ -256,7 +289,10 @@ function sha(b: Buffer): string {
 describe('per-client session quotas', () => {
   it('one client hits its quota (503 + Retry-After, E_OUTOFMEMORY); a second client still creates a session', async () => {
     const root = await freshRoot('quota');
-    const s = await serve(root, ['--max-sessions-per-client', '3']);
+    // From the config file's `limits` this time (the other tests use flags).
+    const config = path.join(tmp, 'quota.json');
+    await writeFile(config, JSON.stringify({ limits: { maxSessionsPerClient: 3 } }));
+    const s = await serve(root, ['--config', config]);
     try {
       for (let i = 0; i < 3; i++) expect((await createSession(s.port, `/q/a${i}`)).status).toBe(200);
       const refused = await createSession(s.port, '/q/a3');
