@@ -116,6 +116,11 @@ async function rmf(...files) {
 }
 
 async function main() {
+  // `npm run bench -- load`: the load benchmark (bench/load.mjs) on its own.
+  if (process.argv[2] === 'load') {
+    await import('./load.mjs');
+    return new Promise(() => {}); // load.mjs exits the process itself
+  }
   const opts = parseCli();
   if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run bench` (it builds first) or `npm run build`');
   const tools = await detectTools();

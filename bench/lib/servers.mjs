@@ -17,7 +17,7 @@ async function nginxVersion(bin) {
  *   /files/NAME  static files from filesDir (sendfile, byte ranges: nginx's defaults)
  *   /dav/NAME    WebDAV PUT into davDir (no size limit, body temp file in the same file system)
  */
-export async function startNginx({ bin, prefix, filesDir, davDir }) {
+export async function startNginx({ bin, prefix, filesDir, davDir, workerConnections = 256 }) {
   const port = await freePort();
   await fsp.mkdir(prefix, { recursive: true });
   await fsp.mkdir(davDir, { recursive: true });
@@ -26,10 +26,11 @@ export async function startNginx({ bin, prefix, filesDir, davDir }) {
   // As root the worker would drop to `nobody` and could not write the DAV folder we own.
   const conf = `${asRoot ? 'user root;' : ''}
 worker_processes 1;
+worker_rlimit_nofile ${workerConnections * 2 + 64};
 daemon off;
 error_log ${prefix}/error.log warn;
 pid ${prefix}/nginx.pid;
-events { worker_connections 256; }
+events { worker_connections ${workerConnections}; }
 http {
   access_log off;
   client_body_temp_path ${prefix}/client;

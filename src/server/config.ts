@@ -34,6 +34,27 @@ export interface ServerLimits {
   maxFragmentBytes: number;
   /** Most sessions kept at once (§3.2.7); CREATE-SESSION beyond it gets 500. */
   maxSessions: number;
+  /**
+   * Most open sessions of one client (the authenticated user, else the client address);
+   * CREATE-SESSION beyond it gets 503 + Retry-After with BITS-Error E_OUTOFMEMORY.
+   */
+  maxSessionsPerClient: number;
+  /** Most CREATE-SESSIONs one client may make per minute; beyond it 429 + Retry-After, E_OUTOFMEMORY. */
+  sessionsPerMinutePerClient: number;
+  /** A session that never received a byte expires after this many seconds (far below the session timeout). */
+  emptySessionTimeoutSeconds: number;
+  /** Most connections open at once; beyond it a request gets 503 with Retry-After. */
+  maxConnections: number;
+  /** Time to receive a request head, from its first byte (and for a new connection, from the connect). */
+  headersTimeoutSeconds: number;
+  /** A connection idle this long between requests is closed. */
+  keepAliveTimeoutSeconds: number;
+  /** Minimum bytes/s of a request body being read and of a response being sent, per window (mod_reqtimeout MinRate). */
+  minRateBytesPerSec: number;
+  /** Grace period and measuring window of minRateBytesPerSec, seconds. */
+  rateGraceSeconds: number;
+  /** Time a TLS client gets to complete its handshake. */
+  tlsHandshakeTimeoutSeconds: number;
 }
 
 export interface ServerConfig {
@@ -54,6 +75,15 @@ export const DEFAULT_DIRECTORY_CONFIG: DirectoryConfig = {
 export const DEFAULT_LIMITS: ServerLimits = {
   maxFragmentBytes: 64 * 1024 * 1024,
   maxSessions: 10_000,
+  maxSessionsPerClient: 200,
+  sessionsPerMinutePerClient: 120,
+  emptySessionTimeoutSeconds: 15 * 60,
+  maxConnections: 2048,
+  headersTimeoutSeconds: 20,
+  keepAliveTimeoutSeconds: 30,
+  minRateBytesPerSec: 500,
+  rateGraceSeconds: 10,
+  tlsHandshakeTimeoutSeconds: 10,
 };
 
 /** Settings for the virtual directory that holds `urlPath` (longest prefix wins). */
@@ -131,6 +161,15 @@ const LIMIT_KEYS: Record<keyof ServerLimits, { check: Check; expect: string }> =
     expect: 'a byte count or a size like "64M"',
   },
   maxSessions: { check: positiveInt, expect: 'a positive whole number' },
+  maxSessionsPerClient: { check: positiveInt, expect: 'a positive whole number' },
+  sessionsPerMinutePerClient: { check: positiveInt, expect: 'a positive whole number' },
+  emptySessionTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+  maxConnections: { check: positiveInt, expect: 'a positive whole number' },
+  headersTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+  keepAliveTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+  minRateBytesPerSec: { check: positiveNumber, expect: 'a positive number of bytes per second' },
+  rateGraceSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+  tlsHandshakeTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
 };
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -8,9 +8,13 @@
  *
  * Policy choices (RFC 7233 leaves them to the server):
  * - A syntactically invalid Range, or one with more than MAX_RANGES ranges, is
- *   ignored: 200 with the whole file. (Many tiny or overlapping ranges are a
- *   known amplification vector, RFC 7233 §6.1; §3.5.5.1 forbids merging them,
- *   so the count is capped instead.)
+ *   ignored: 200 with the whole file.
+ * - Overlapping and adjacent ranges that follow each other in the request are
+ *   coalesced into one (RFC 7233 §4.1 allows it; the order §3.5.5.1 requires is
+ *   kept, since only neighbours merge). When what is left still adds up to more
+ *   than the file (or its multipart answer would), the Range is ignored and the
+ *   whole file is sent with 200, as nginx does: 100 × `0-` must never declare 100
+ *   copies (RFC 7233 §6.1).
  * - Range on a 0-byte file is ignored (200, empty): no byte range can describe
  *   an empty representation, and a 416 would make resuming clients fail.
  * - HEAD honours Range like GET: §3.5.5.2 requires HEAD to be identical to the
@@ -325,7 +329,7 @@ export class DownloadServer {
     if (rangeHeader !== undefined && info.size > 0 && (ifRange === undefined || ifRangeMatches(ifRange, info))) {
       const specs = parseRangeHeader(rangeHeader, MAX_RANGES);
       if (specs) {
-        ranges = resolveRanges(specs, info.size);
+        ranges = coalesceNeighbours(resolveRanges(specs, info.size));
         if (ranges.length === 0) {
           return {
             status: 416,
@@ -333,15 +337,18 @@ export class DownloadServer {
             body: '',
           };
         }
+        if (ranges.reduce((sum, r) => sum + rangeLength(r), 0) > info.size) ranges = undefined;
+        // Asked for several: multipart even when one part is left (see the policy above).
         multipart = specs.length > 1;
       }
     }
 
-    if (ranges === undefined) {
+    const whole = (): Http1Response => {
       const headers = { ...base, 'Content-Type': CONTENT_TYPE, 'Content-Length': info.size };
       if (head || info.size === 0) return head ? { status: 200, headers } : { status: 200, headers, body: Buffer.alloc(0) };
       return { status: 200, headers, body: bodyFrom(fh, [{ first: 0, last: info.size - 1 }], req.socket) };
-    }
+    };
+    if (ranges === undefined) return whole();
 
     if (!multipart) {
       const r = ranges[0]!;
@@ -355,6 +362,8 @@ export class DownloadServer {
     }
 
     const plan = planMultipart(ranges, info.size, randomBytes(16).toString('hex'));
+    // Parts that with their headers weigh more than the file itself: the file is the cheaper answer.
+    if (plan.length > info.size) return whole();
     const headers = {
       ...base,
       'Content-Type': `multipart/byteranges; boundary=${plan.boundary}`,
@@ -366,6 +375,18 @@ export class DownloadServer {
     pieces.push(plan.tail);
     return { status: 206, headers, body: bodyFrom(fh, pieces, req.socket) };
   }
+}
+
+/** Merges each range into the one before it when they overlap or touch; the order is kept. */
+export function coalesceNeighbours(ranges: readonly ByteRange[]): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const r of ranges) {
+    const prev = out[out.length - 1];
+    if (prev && r.first <= prev.last + 1 && r.last >= prev.first - 1) {
+      out[out.length - 1] = { first: Math.min(prev.first, r.first), last: Math.max(prev.last, r.last) };
+    } else out.push({ ...r });
+  }
+  return out;
 }
 
 function errnoRefusal(err: unknown): Refusal {

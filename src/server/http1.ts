@@ -39,6 +39,8 @@ export interface Http1Request {
   remoteAddress: string;
   /** Whether the request came over TLS. */
   secure: boolean;
+  /** The authenticated user, set by the server's auth check (per-client session quotas). */
+  user?: string;
 }
 
 export interface Http1Response {
@@ -72,6 +74,18 @@ export interface Http1ServerOptions {
   headersTimeoutMs?: number;
   /** Abort a request body that stalls this long, default 120 s. */
   bodyIdleTimeoutMs?: number;
+  /** Most connections open at once, default 2048; beyond it a request gets 503 with Retry-After. */
+  maxConnections?: number;
+  /**
+   * Minimum transfer rate (bytes/s) of a request body the handler is reading and of a
+   * response the client should be reading, measured over windows of rateGraceMs after a
+   * first grace period of the same length (mod_reqtimeout's `body=…,MinRate=…`). Default 500.
+   */
+  minRateBytesPerSec?: number;
+  /** Grace period and measuring window of minRateBytesPerSec, default 10 s. */
+  rateGraceMs?: number;
+  /** Time a TLS client gets to complete its handshake, default 10 s. */
+  tlsHandshakeTimeoutMs?: number;
 }
 
 export interface Http1Server {
@@ -92,23 +106,45 @@ import { noteBufferChurn } from '../memory.js';
 import { BITS_POST, H, errorAnswerHeaders, isBitsPost } from '../protocol/headers.js';
 import { ErrorContext, HRESULT } from '../protocol/hresult.js';
 
-const DEFAULTS = {
+export const HTTP1_DEFAULTS = {
   maxHeadBytes: 64 * 1024,
   maxHeaderValueBytes: 4096,
-  keepAliveTimeoutMs: 60_000,
-  headersTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 30_000,
+  headersTimeoutMs: 20_000,
   bodyIdleTimeoutMs: 120_000,
+  maxConnections: 2048,
+  minRateBytesPerSec: 500,
+  rateGraceMs: 10_000,
+  tlsHandshakeTimeoutMs: 10_000,
 };
+const DEFAULTS = HTTP1_DEFAULTS;
 
 /** RFC 7230 token characters: methods and header names. */
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 /** Unread bytes of an unwanted body we still swallow after the response before giving up (lingering close). */
 const LINGER_MS = 2000;
-/** Request body bytes buffered ahead of the handler before the socket is paused. */
+/** Request body bytes buffered ahead of the handler before the socket is paused (with few bodies in flight). */
 const BODY_HIGH_WATER_MARK = 1024 * 1024;
+/**
+ * What all bodies in flight together may buffer ahead of their handlers: a new body's mark
+ * is this divided among the bodies being received (at least BODY_MIN_WATER_MARK), so 200
+ * concurrent uploads do not hold 200 MiB. The handler sizes its own batches by the mark.
+ */
+const BODY_BUFFER_BUDGET = 4 * 1024 * 1024;
+const BODY_MIN_WATER_MARK = 64 * 1024;
+let bodiesInFlight = 0;
 /** How long close() lets in-flight requests finish before it cuts their sockets. */
 const CLOSE_GRACE_MS = 1000;
+/** Over the connection limit: how long we wait for the head we answer with 503, and the Retry-After we send. */
+const BUSY_HEAD_MS = 5000;
+const BUSY_RETRY_AFTER_S = 5;
+/**
+ * Connections beyond maxConnections that still get their 503 (each costs a descriptor for
+ * at most BUSY_HEAD_MS); beyond these, new connections are closed at once, so descriptors
+ * never run out under the established ones.
+ */
+const BUSY_ANSWER_SLOTS = 256;
 
 /** An HTTP-level error found while reading a request: answered by this layer, then the connection closes. */
 class HttpError extends Error {
@@ -171,6 +207,8 @@ function parseHead(head: string, o: Resolved): ParsedHead {
     const name = line.slice(0, colon);
     if (!TOKEN_RE.test(name)) throw new HttpError(400, 'invalid header name', bits);
     const value = line.slice(colon + 1).trim();
+    // RFC 7230 §3.2.6: NUL is no field content; passed on it would truncate names in C code downstream.
+    if (value.includes('\0')) throw new HttpError(400, `NUL in header ${name}`, bits);
     // §2.2.1 / §6 note 2: a header value over 4 KB is E_INVALIDARG.
     if (Buffer.byteLength(value, 'latin1') > o.maxHeaderValueBytes) {
       throw new HttpError(400, `header ${name} longer than ${o.maxHeaderValueBytes} bytes`, bits);
@@ -179,6 +217,9 @@ function parseHead(head: string, o: Resolved): ParsedHead {
     const key = name.toLowerCase();
     headers[key] = key in headers ? `${headers[key]}, ${value}` : value;
   }
+  // RFC 7230 §5.4: an HTTP/1.1 request without Host, or with more than one, gets 400.
+  const hosts = rawHeaders.filter(([n]) => n.toLowerCase() === 'host').length;
+  if (hosts > 1 || (hosts === 0 && httpVersion === '1.1')) throw new HttpError(400, hosts > 1 ? 'duplicate Host' : 'missing Host', bits);
   return { method, target, httpVersion, rawHeaders, headers };
 }
 
@@ -340,6 +381,77 @@ class SocketReader {
   }
 }
 
+/**
+ * One transfer watched for its minimum rate. `active` is true only while the peer is the
+ * one we wait for (a body the handler is reading, a response write waiting for drain), so
+ * time spent on our disk or behind a session lock never counts against a client.
+ */
+interface RateWatch {
+  bytes: number;
+  active: boolean;
+  activeMs: number;
+  mark: number;
+  readonly onSlow: () => void;
+}
+
+/**
+ * mod_reqtimeout's MinRate for bodies and responses, with one timer per server (not one per
+ * connection): after a grace period, every window of `windowMs` active time must move at
+ * least minRate × window bytes, or the transfer is cut. A body dribbling a byte every few
+ * seconds fails its first window; an honest slow link (kilobytes per second) never does.
+ */
+class RateGuard {
+  private readonly watches = new Set<RateWatch>();
+  private timer: NodeJS.Timeout | undefined;
+  private last = 0;
+  private readonly needed: number;
+
+  constructor(
+    readonly minRate: number,
+    private readonly windowMs: number,
+  ) {
+    this.needed = (minRate * windowMs) / 1000;
+  }
+
+  watch(onSlow: () => void): RateWatch {
+    const w: RateWatch = { bytes: 0, active: false, activeMs: 0, mark: 0, onSlow };
+    this.watches.add(w);
+    if (!this.timer) {
+      this.last = Date.now();
+      this.timer = setInterval(() => this.tick(), Math.max(50, Math.min(1000, Math.floor(this.windowMs / 4))));
+      this.timer.unref();
+    }
+    return w;
+  }
+
+  unwatch(w: RateWatch | undefined): void {
+    if (!w) return;
+    this.watches.delete(w);
+    if (this.watches.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const elapsed = now - this.last;
+    this.last = now;
+    for (const w of this.watches) {
+      if (!w.active) continue;
+      w.activeMs += elapsed;
+      if (w.activeMs < this.windowMs) continue;
+      if (w.bytes - w.mark < this.needed) {
+        this.watches.delete(w);
+        w.onSlow();
+      } else {
+        w.activeMs = 0;
+        w.mark = w.bytes;
+      }
+    }
+  }
+}
+
 /** The request body: exactly `length` bytes from the socket, with backpressure. */
 class BodyReceiver {
   readonly stream: ReadableStream;
@@ -348,6 +460,10 @@ class BodyReceiver {
   private idleTimer: NodeJS.Timeout | undefined;
   private pausedForBackpressure = false;
   private continueSent = false;
+  /** Set once the handler first reads: until then nothing is taken from the socket (see below). */
+  private rate: RateWatch | undefined;
+  /** Counted in bodiesInFlight (from construction: marks are fixed when the stream is made). */
+  private counted = false;
   private readonly done: Promise<void>;
   private settle!: () => void;
 
@@ -356,13 +472,19 @@ class BodyReceiver {
     length: number,
     private readonly idleMs: number,
     private readonly expectContinue: boolean,
+    private readonly guard: RateGuard,
   ) {
     this.remaining = length;
     this.done = new Promise((r) => (this.settle = r));
+    if (length > 0) {
+      bodiesInFlight++;
+      this.counted = true;
+    }
     this.stream = new ReadableStream({
       // Up to 1 MiB may wait for the handler: the socket keeps flowing while a handler writes
-      // the previous batch to disk (64 KiB paused the socket on every disk write).
-      highWaterMark: BODY_HIGH_WATER_MARK,
+      // the previous batch to disk (64 KiB paused the socket on every disk write). Under
+      // load the budget is shared (BODY_BUFFER_BUDGET).
+      highWaterMark: Math.max(BODY_MIN_WATER_MARK, Math.min(BODY_HIGH_WATER_MARK, Math.floor(BODY_BUFFER_BUDGET / (bodiesInFlight + 1)))),
       read: () => this.onRead(),
       destroy: (err, cb) => {
         // A handler that destroys an unfinished body leaves the connection out of sync: it must close.
@@ -387,11 +509,10 @@ class BodyReceiver {
       reader.setSink((chunk) => this.feed(chunk));
       reader.socket.on('close', this.onClose);
       reader.socket.on('end', this.onClose);
-      if (!reader.ended) {
-        // Data only flows once the handler reads (backpressure), except what is buffered below the stream's mark.
-        reader.socket.resume();
-        this.armIdle();
-      } else this.onClose();
+      // Nothing is read until the handler first reads: a fragment queued behind its session's
+      // lock must not buffer its body (400 queued fragments once held ~1 MiB each).
+      if (!reader.ended) reader.socket.pause();
+      else this.onClose();
     }
   }
 
@@ -400,12 +521,22 @@ class BodyReceiver {
   };
 
   private onRead(): void {
-    if (this.expectContinue && !this.continueSent && this.remaining > 0) {
+    if (this.remaining <= 0 || this.failed) return;
+    if (this.expectContinue && !this.continueSent) {
       this.continueSent = true;
       if (!this.reader.socket.destroyed) this.reader.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
     }
-    if (this.pausedForBackpressure && this.remaining > 0) {
+    if (!this.rate) {
+      this.rate = this.guard.watch(() =>
+        this.fail(new Error(`request body slower than ${this.guard.minRate} bytes/s`)),
+      );
+      this.rate.active = true;
+      this.reader.socket.resume();
+      this.armIdle();
+    }
+    if (this.pausedForBackpressure) {
       this.pausedForBackpressure = false;
+      this.rate.active = true;
       this.reader.socket.resume();
       this.armIdle();
     }
@@ -424,6 +555,7 @@ class BodyReceiver {
     const part = chunk.length > this.remaining ? chunk.subarray(0, this.remaining) : chunk;
     const rest = chunk.subarray(part.length);
     this.remaining -= part.length;
+    if (this.rate) this.rate.bytes += part.length;
     const more = this.stream.destroyed ? true : this.stream.push(part);
     if (this.remaining === 0) {
       this.reader.unshift(rest);
@@ -436,6 +568,7 @@ class BodyReceiver {
     }
     if (!more) {
       this.pausedForBackpressure = true;
+      if (this.rate) this.rate.active = false;
       this.reader.socket.pause();
       this.clearIdle();
     } else this.armIdle();
@@ -453,6 +586,9 @@ class BodyReceiver {
 
   private stop(): void {
     this.clearIdle();
+    if (this.counted) bodiesInFlight--;
+    this.counted = false;
+    this.guard.unwatch(this.rate);
     this.reader.setSink(undefined);
     this.reader.socket.off('close', this.onClose);
     this.reader.socket.off('end', this.onClose);
@@ -480,9 +616,11 @@ class BodyReceiver {
   }
 }
 
-async function writeAll(socket: net.Socket, chunk: Buffer): Promise<void> {
+/** Writes a chunk; a wait for 'drain' is time the client owes us bytes read (rate.active). */
+async function writeAll(socket: net.Socket, chunk: Buffer, rate?: RateWatch): Promise<void> {
   if (socket.destroyed) throw new Error('socket closed');
   if (!socket.write(chunk)) {
+    if (rate) rate.active = true;
     await new Promise<void>((resolve, reject) => {
       const onDrain = (): void => {
         socket.off('close', onClose);
@@ -494,8 +632,11 @@ async function writeAll(socket: net.Socket, chunk: Buffer): Promise<void> {
       };
       socket.once('drain', onDrain);
       socket.once('close', onClose);
+    }).finally(() => {
+      if (rate) rate.active = false;
     });
   }
+  if (rate) rate.bytes += chunk.length;
 }
 
 function isReadableLike(b: unknown): b is ReadableStream | AsyncIterable<Buffer> {
@@ -516,6 +657,7 @@ async function writeResponse(
   isHead: boolean,
   httpVersion: '1.0' | '1.1',
   close: boolean,
+  guard?: RateGuard,
 ): Promise<boolean> {
   const status = Number.isInteger(res.status) && res.status >= 200 && res.status <= 999 ? res.status : 500;
   const headers: Array<[string, string]> = [
@@ -568,20 +710,24 @@ async function writeResponse(
     await writeAll(socket, Buffer.concat([Buffer.from(head, 'latin1'), bodyBuf]));
     return close;
   }
-  await writeAll(socket, Buffer.from(head, 'latin1'));
+  // A reader that stops reading is cut like a dribbling body: the file descriptor and socket go.
+  const rate = guard?.watch(() => socket.destroy());
   let sent = 0;
   try {
+    await writeAll(socket, Buffer.from(head, 'latin1'), rate);
     for await (const chunk of stream as AsyncIterable<Buffer | string>) {
       const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       if (length !== undefined && sent + b.length > length) throw new Error('response body longer than its Content-Length');
       sent += b.length;
-      await writeAll(socket, b);
+      await writeAll(socket, b, rate);
     }
   } catch (err) {
     destroyBody(res.body);
     // Headers are out: the only honest signal left is an aborted connection.
     socket.destroy();
     throw err;
+  } finally {
+    guard?.unwatch(rate);
   }
   if (length !== undefined && sent !== length) {
     socket.destroy();
@@ -602,6 +748,9 @@ class Connection {
     private readonly o: Resolved,
     private readonly handler: Http1Handler,
     private readonly secure: boolean,
+    private readonly guard: RateGuard,
+    /** Over the connection limit: the first request gets 503 with Retry-After, then the connection closes. */
+    private readonly overLimit = false,
   ) {
     socket.on('error', () => {
       /* reported through 'close'; a reset peer is routine */
@@ -620,6 +769,7 @@ class Connection {
   }
 
   private async run(): Promise<void> {
+    if (this.overLimit) return this.refuseBusy();
     let first = true;
     while (!this.socket.destroyed && !this.closing) {
       let headText: string | undefined;
@@ -641,6 +791,25 @@ class Connection {
       if (!keepGoing) return;
     }
     if (!this.socket.destroyed) this.endSocket();
+  }
+
+  /** Answers the first request head with 503 (or just closes when none comes soon). */
+  private async refuseBusy(): Promise<void> {
+    let headText: string | undefined;
+    try {
+      headText = await this.reader.readHead({ ...this.o, headersTimeoutMs: Math.min(this.o.headersTimeoutMs, BUSY_HEAD_MS) }, true);
+    } catch {
+      headText = undefined;
+    }
+    if (headText === undefined) {
+      this.socket.destroy();
+      return;
+    }
+    await this.sendAndClose(
+      { status: 503, headers: { 'Retry-After': String(BUSY_RETRY_AFTER_S) }, body: '', close: true },
+      '1.1',
+      headText.startsWith('HEAD '),
+    );
   }
 
   private endSocket(): void {
@@ -688,7 +857,7 @@ class Connection {
       (parsed.httpVersion === '1.0' && !tokens.has('keep-alive'));
     const expectContinue =
       parsed.httpVersion === '1.1' && (parsed.headers['expect'] ?? '').toLowerCase() === '100-continue';
-    const body = new BodyReceiver(this.reader, contentLength ?? 0, this.o.bodyIdleTimeoutMs, expectContinue);
+    const body = new BodyReceiver(this.reader, contentLength ?? 0, this.o.bodyIdleTimeoutMs, expectContinue, this.guard);
     const target = parsed.target;
     const q = target.indexOf('?');
     const rawPath = q >= 0 ? target.slice(0, q) : target;
@@ -722,7 +891,7 @@ class Connection {
       return false;
     }
     try {
-      close = await writeResponse(this.socket, res, parsed.method === 'HEAD', parsed.httpVersion, close);
+      close = await writeResponse(this.socket, res, parsed.method === 'HEAD', parsed.httpVersion, close, this.guard);
     } catch {
       destroyBody(res.body);
       // A handler response we cannot serialise (bad header) still gets an answer if nothing was written yet.
@@ -757,10 +926,28 @@ export async function startHttp1Server(options: Http1ServerOptions, handler: Htt
     keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? DEFAULTS.keepAliveTimeoutMs,
     headersTimeoutMs: options.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? DEFAULTS.bodyIdleTimeoutMs,
+    maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    minRateBytesPerSec: options.minRateBytesPerSec ?? DEFAULTS.minRateBytesPerSec,
+    rateGraceMs: options.rateGraceMs ?? DEFAULTS.rateGraceMs,
+    tlsHandshakeTimeoutMs: options.tlsHandshakeTimeoutMs ?? DEFAULTS.tlsHandshakeTimeoutMs,
   };
+  const guard = new RateGuard(o.minRateBytesPerSec, o.rateGraceMs);
   const connections = new Set<Connection>();
+  /** TCP connections open now (TLS ones from before their handshake). */
+  let open = 0;
+  /** Counts a new TCP connection; false (and closed) when even the 503 slots are taken. */
+  const admit = (raw: net.Socket): boolean => {
+    if (open >= o.maxConnections + BUSY_ANSWER_SLOTS) {
+      raw.on('error', () => {});
+      raw.destroy();
+      return false;
+    }
+    open++;
+    raw.once('close', () => open--);
+    return true;
+  };
   const onSocket = (socket: net.Socket, secure: boolean): void => {
-    const c = new Connection(socket, o, handler, secure);
+    const c = new Connection(socket, o, handler, secure, guard, open > o.maxConnections);
     connections.add(c);
     socket.on('close', () => connections.delete(c));
   };
@@ -771,14 +958,19 @@ export async function startHttp1Server(options: Http1ServerOptions, handler: Htt
       key: options.tls.key,
       ...(options.tls.ca ? { ca: options.tls.ca } : {}),
       allowHalfOpen: true,
+      // A TCP connection that never completes its handshake holds a descriptor; cut it.
+      handshakeTimeout: o.tlsHandshakeTimeoutMs,
     });
+    ts.on('connection', (raw: net.Socket) => admit(raw));
     ts.on('secureConnection', (s) => onSocket(s, true));
-    ts.on('tlsClientError', () => {
-      /* a failed handshake concerns only that client */
-    });
+    // A failed or timed-out handshake concerns only that client; with a listener here Node
+    // leaves the socket open, so it is closed explicitly (else it holds its descriptor forever).
+    ts.on('tlsClientError', (_err, s) => s.destroy());
     server = ts;
   } else {
-    server = net.createServer({ allowHalfOpen: true }, (s) => onSocket(s, false));
+    server = net.createServer({ allowHalfOpen: true }, (s) => {
+      if (admit(s)) onSocket(s, false);
+    });
   }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

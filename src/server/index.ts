@@ -38,13 +38,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** C0 controls, DEL and C1 controls as \xHH: what a client sent is shown, never executed by a terminal. */
+export function escapeControls(line: string): string {
+  return line.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const config: ServerConfig = {
     defaults: { ...DEFAULT_DIRECTORY_CONFIG, ...(opts.defaults ?? {}) },
     directories: opts.directories ?? {},
     limits: { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) },
   };
-  const log = opts.log ?? (() => {});
+  const raw = opts.log;
+  // Paths and headers are the client's text: a raw ESC or BEL must never reach a terminal or log file.
+  const log = raw ? (line: string) => raw(escapeControls(line)) : () => {};
   const uploads = new UploadServer({ root: opts.root, config, log });
   await uploads.start();
   const downloads = new DownloadServer({ root: opts.root, log });
@@ -56,6 +63,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         await req.discardBody();
         return denied;
       }
+      req.user = opts.basicAuth.user;
     }
     if (isBitsPost(req.method, req.headers)) return uploads.handle(req);
     if (req.method === 'GET' || req.method === 'HEAD') return downloads.handle(req);
@@ -64,7 +72,21 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
 
   const host = opts.host ?? '127.0.0.1';
-  const http = await startHttp1Server({ host, port: opts.port ?? 0, tls: opts.tls }, handler);
+  const l = config.limits;
+  const http = await startHttp1Server(
+    {
+      host,
+      port: opts.port ?? 0,
+      tls: opts.tls,
+      maxConnections: l.maxConnections,
+      headersTimeoutMs: l.headersTimeoutSeconds * 1000,
+      keepAliveTimeoutMs: l.keepAliveTimeoutSeconds * 1000,
+      minRateBytesPerSec: l.minRateBytesPerSec,
+      rateGraceMs: l.rateGraceSeconds * 1000,
+      tlsHandshakeTimeoutMs: l.tlsHandshakeTimeoutSeconds * 1000,
+    },
+    handler,
+  );
   const shownHost = http.host.includes(':') ? `[${http.host}]` : http.host;
   return {
     url: `${opts.tls ? 'https' : 'http'}://${shownHost}:${http.port}`,

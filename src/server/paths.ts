@@ -53,7 +53,13 @@ export async function resolveUnderRoot(root: string, rawPath: string): Promise<s
       // A dangling symlink cannot be resolved, but writing through it would
       // create its target wherever it points: only a truly missing entry lets
       // the walk continue upwards.
-      if (await existsAsEntry(probe)) throw new PathRejected('unresolvable symlink in path');
+      if (await existsAsEntry(probe)) {
+        // It may just have been created by a concurrent upload: look once more before refusing.
+        const again = await realpath(probe).catch(() => undefined);
+        if (again === undefined) throw new PathRejected('unresolvable symlink in path');
+        if (again !== realRoot && !again.startsWith(realRoot + path.sep)) throw new PathRejected('path escapes the root');
+        break;
+      }
       const parent = path.dirname(probe);
       if (parent === probe) throw new PathRejected('path escapes the root');
       probe = parent;

@@ -11,8 +11,14 @@
  *
  * Durability rule: the received offset is never persisted as a number; it is the
  * request file's size, which only grows by fsynced, acknowledged fragments.
+ *
+ * Symlink rule: nothing below the virtual directory is ever followed. Every level from
+ * the folder's real path down (BITS-Sessions, Requests, {GUID}) is lstat'ed when it is
+ * created and again before every write or delete, and the request file is opened with
+ * O_NOFOLLOW; a planted symlink gets SymlinkRefused (logged, answered 403).
  */
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { lstat, mkdir, open, readdir, readFile, realpath, rm, rmdir, stat } from 'node:fs/promises';
 import { fsyncDirectoryAsync, writeDurableAsync } from '../io/durable.js';
 import path from 'node:path';
 import { isGuid, normalizeGuid } from '../protocol/guid.js';
@@ -55,6 +61,10 @@ export interface SessionRecord {
   /** ShouldcopyToDestination */
   copyToDestination: boolean;
   reply?: ReplyInfo;
+  /** Who created it (`user:NAME` or `addr:IP`): the per-client session quota counts these. */
+  client?: string;
+  /** Folders above BITS-Sessions that CREATE-SESSION made (removed again when the session is dropped unfinished). */
+  madeDirs?: number;
 }
 
 /** A loaded session: the record plus where it lives and what the disk says. */
@@ -66,6 +76,75 @@ export interface Session {
   received: number;
   /** Serialises requests on one session (a client may use several connections). */
   lock: Promise<void>;
+  /** The served root's real path: the virtual directory must stay below it. */
+  root: string;
+  /** FRAGMENTs waiting for the lock (capped: see upload-server.ts). */
+  waiting?: number;
+}
+
+/**
+ * Deepest destination folder (URL segments below the root) a session may live in. The
+ * restart loader walks exactly this deep, so a session the server accepts is never lost.
+ */
+export const MAX_SESSION_DEPTH = 32;
+
+/** A symlink where session storage must have a real folder or file. */
+export class SymlinkRefused extends Error {}
+
+/** The virtual directory: the folder that holds BITS-Sessions. */
+function virtualDir(s: Session): string {
+  return path.dirname(s.sessionsDir);
+}
+
+/**
+ * Checks (and with `made`, creates) each level from `base` down to `base/...levels`:
+ * every one must be a real directory, never a symlink. Created folders are appended to `made`.
+ */
+async function walkLevels(base: string, levels: string[], made?: string[]): Promise<void> {
+  let p = base;
+  for (const level of levels) {
+    p = path.join(p, level);
+    let st;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !made) throw err;
+      try {
+        await mkdir(p, 0o755);
+        made.push(p);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      st = await lstat(p);
+    }
+    if (st.isSymbolicLink()) throw new SymlinkRefused(`refusing to follow the symlink ${p} (session storage never follows symlinks)`);
+    if (!st.isDirectory()) throw Object.assign(new Error(`${p} is not a folder`), { code: 'ENOTDIR' });
+  }
+}
+
+/** The virtual directory's real path, which must lie inside the root. */
+async function realVirtualDir(s: Session): Promise<string> {
+  const real = await realpath(virtualDir(s));
+  if (real !== s.root && !real.startsWith(s.root + path.sep)) {
+    throw new SymlinkRefused(`refusing ${virtualDir(s)}: it resolves outside the served root (${real})`);
+  }
+  return real;
+}
+
+/** Before every write or delete: BITS-Sessions/<sub>/{GUID} below the virtual directory is made of real folders. */
+export async function verifySessionDirs(s: Session, sub: string = REQUESTS_DIR): Promise<void> {
+  await walkLevels(await realVirtualDir(s), [SESSIONS_DIR, sub, s.record.id]);
+}
+
+/** Creates BITS-Sessions/Replies/{GUID} for an upload-reply response, with the same checks. */
+export async function prepareReplyDir(s: Session): Promise<void> {
+  await walkLevels(await realVirtualDir(s), [SESSIONS_DIR, REPLIES_DIR, s.record.id], []);
+}
+
+/** Opens the request file for appending fragments, never through a symlink. */
+export async function openRequestFile(s: Session) {
+  await verifySessionDirs(s);
+  return open(requestFile(s), fsConstants.O_RDWR | (fsConstants.O_NOFOLLOW ?? 0));
 }
 
 export function requestDir(s: Session): string {
@@ -94,26 +173,68 @@ export async function writeJsonAtomic(file: string, value: unknown): Promise<voi
 }
 
 export async function saveSession(s: Session): Promise<void> {
+  await verifySessionDirs(s);
   await writeJsonAtomic(path.join(requestDir(s), SESSION_FILE), s.record);
 }
 
-/** Creates the directory, an empty request file and session.json for a new session. */
+/**
+ * Creates the destination's folders (each level checked), the session directory, an empty
+ * request file and session.json. On any failure (ENAMETOOLONG deep down, a planted symlink,
+ * a full disk) every folder it made is removed again, deepest first.
+ */
 export async function createSessionOnDisk(s: Session): Promise<void> {
-  const dir = requestDir(s);
-  await mkdir(dir, { recursive: true });
-  const fh = await open(path.join(dir, REQUEST_FILE), 'wx');
+  const made: string[] = [];
   try {
-    await fh.sync();
-  } finally {
-    await fh.close();
+    // The deepest existing ancestor of the virtual directory was confined to the root by
+    // resolveUnderRoot; from there down, every level is made (or checked) one at a time.
+    const vdir = virtualDir(s);
+    let anchor = vdir;
+    const below: string[] = [];
+    while (anchor !== s.root && !(await lstat(anchor).then(() => true, () => false))) {
+      below.unshift(path.basename(anchor));
+      anchor = path.dirname(anchor);
+    }
+    await walkLevels(anchor, below, made);
+    s.record.madeDirs = made.length;
+    await walkLevels(await realVirtualDir(s), [SESSIONS_DIR, REQUESTS_DIR, s.record.id], made);
+    const fh = await open(requestFile(s), 'wx');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await saveSession(s);
+  } catch (err) {
+    await rm(requestFile(s), { force: true }).catch(() => {});
+    await rm(path.join(requestDir(s), SESSION_FILE), { force: true }).catch(() => {});
+    for (const d of made.reverse()) await rmdir(d).catch(() => {});
+    throw err;
   }
-  await saveSession(s);
 }
 
-/** Removes the request directory and any reply of a session. */
-export async function deleteSessionFromDisk(s: Session): Promise<void> {
-  await rm(requestDir(s), { recursive: true, force: true });
-  await rm(replyDir(s), { recursive: true, force: true });
+/**
+ * Removes the request directory and any reply of a session, then the session folders and
+ * (for an unfinished upload) the destination folders CREATE-SESSION made, where empty.
+ * Nothing is deleted through a symlink: a planted one is only reported.
+ */
+export async function deleteSessionFromDisk(s: Session, removeMadeDirs = false): Promise<void> {
+  for (const [sub, dir] of [[REQUESTS_DIR, requestDir(s)], [REPLIES_DIR, replyDir(s)]] as const) {
+    try {
+      await verifySessionDirs(s, sub);
+    } catch (err) {
+      // Already gone is fine; a symlink (or anything odd) is not deleted through.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+  const empties = [path.join(s.sessionsDir, REQUESTS_DIR), path.join(s.sessionsDir, REPLIES_DIR), s.sessionsDir];
+  let dir = virtualDir(s);
+  for (let i = 0; removeMadeDirs && i < (s.record.madeDirs ?? 0) && dir !== s.root; i++, dir = path.dirname(dir)) empties.push(dir);
+  for (const d of empties) {
+    // rmdir never follows a symlink and only removes an empty folder.
+    await rmdir(d).catch(() => {});
+  }
 }
 
 function isRecord(v: unknown): v is SessionRecord {
@@ -136,10 +257,11 @@ function isRecord(v: unknown): v is SessionRecord {
 }
 
 /** Loads one session directory; undefined (and logs) when it is unusable. */
-async function loadOne(sessionsDir: string, idDir: string, log: (l: string) => void): Promise<Session | undefined> {
+async function loadOne(root: string, sessionsDir: string, idDir: string, log: (l: string) => void): Promise<Session | undefined> {
   const dir = path.join(sessionsDir, REQUESTS_DIR, idDir);
   let record: SessionRecord;
   try {
+    if ((await lstat(dir)).isSymbolicLink()) throw new SymlinkRefused('a symlink, not a session folder');
     const parsed: unknown = JSON.parse(await readFile(path.join(dir, SESSION_FILE), 'utf8'));
     if (!isRecord(parsed) || normalizeGuid(parsed.id) !== idDir) throw new Error('invalid session record');
     record = parsed;
@@ -151,7 +273,7 @@ async function loadOne(sessionsDir: string, idDir: string, log: (l: string) => v
   let mtime: number;
   try {
     // Make the size we trust durable: whatever is in the file now is what we acknowledge from here on.
-    const fh = await open(path.join(dir, REQUEST_FILE), 'r+');
+    const fh = await open(path.join(dir, REQUEST_FILE), fsConstants.O_RDWR | (fsConstants.O_NOFOLLOW ?? 0));
     try {
       await fh.sync();
       const st = await fh.stat();
@@ -170,14 +292,14 @@ async function loadOne(sessionsDir: string, idDir: string, log: (l: string) => v
   }
   // Fragments do not rewrite session.json; the file's mtime is their activity record.
   record.lastActivity = Math.max(record.lastActivity, mtime);
-  return { record, sessionsDir, received: size, lock: Promise.resolve() };
+  return { record, sessionsDir, received: size, lock: Promise.resolve(), root };
 }
 
 /**
  * Finds every `BITS-Sessions/Requests/{GUID}` under root and loads it. Symlinks
  * are not followed (they could lead outside the root or loop).
  */
-export async function loadAllSessions(root: string, log: (l: string) => void, maxDepth = 32): Promise<Session[]> {
+export async function loadAllSessions(root: string, log: (l: string) => void, maxDepth = MAX_SESSION_DEPTH): Promise<Session[]> {
   const out: Session[] = [];
   const walk = async (dir: string, depth: number): Promise<void> => {
     if (depth > maxDepth) return;
@@ -193,13 +315,15 @@ export async function loadAllSessions(root: string, log: (l: string) => void, ma
       if (e.name === SESSIONS_DIR) {
         let ids: string[] = [];
         try {
-          ids = await readdir(path.join(full, REQUESTS_DIR));
+          const requests = path.join(full, REQUESTS_DIR);
+          if ((await lstat(requests)).isSymbolicLink()) log(`sessions: ignoring ${requests}: a symlink, not a folder`);
+          else ids = await readdir(requests);
         } catch {
           /* no Requests folder */
         }
         for (const id of ids) {
           if (!isGuid(id) || normalizeGuid(id) !== id) continue;
-          const s = await loadOne(full, id, log);
+          const s = await loadOne(root, full, id, log);
           if (s) out.push(s);
         }
         continue;

@@ -21,11 +21,18 @@
  *   IIS's FRAGMENT and CLOSE-SESSION Acks in §4 omit it; a PING Ack without one has none, as in §4.
  * - `POST` with `X-Http-Method-Override: BITS_POST` is a BITS_POST (routed in index.ts).
  * - More than limits.maxSessions sessions: CREATE-SESSION gets 500 with E_OUTOFMEMORY.
+ * - Per client (the authenticated user, else the client address): more than
+ *   limits.maxSessionsPerClient open sessions gets 503 + Retry-After with E_OUTOFMEMORY, more
+ *   than limits.sessionsPerMinutePerClient creations in a minute 429 + Retry-After with
+ *   E_OUTOFMEMORY (both transient for a client); a session that never received a byte expires
+ *   after limits.emptySessionTimeoutSeconds.
+ * - A destination more than MAX_SESSION_DEPTH folders deep gets 400 E_INVALIDARG (the restart
+ *   loader would not find its session); a symlink in session storage gets 403 E_ACCESSDENIED.
  * - The response entity is deleted at CLOSE-SESSION (§3.2.5.2.7), so a client fetches the reply
  *   before closing, as the §4.2 capture shows.
  * - A request for a session from another URL than the one it was created for is BG_E_SESSION_NOT_FOUND.
  */
-import { link, mkdir, open, realpath, rename, rm, unlink } from 'node:fs/promises';
+import { link, mkdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -36,8 +43,13 @@ import { BackEndClient } from './notify.js';
 import { writevAll } from '../io/write-all.js';
 import {
   SESSIONS_DIR,
+  MAX_SESSION_DEPTH,
+  SymlinkRefused,
   createSessionOnDisk,
   deleteSessionFromDisk,
+  openRequestFile,
+  prepareReplyDir,
+  verifySessionDirs,
   exists,
   fsyncDir,
   isDirectory,
@@ -112,6 +124,11 @@ function fail(status: number, hr: number, opts: Parameters<typeof bitsError>[2] 
   throw new BitsReply(bitsError(status, hr, opts));
 }
 
+/** Smallest write while the body is still arriving (see writeBody). */
+const MIN_WRITE_BYTES = 64 * 1024;
+/** FRAGMENTs that may queue behind one session's lock (their bodies are not read while they wait). */
+const MAX_FRAGMENT_WAITERS = 4;
+
 /** Bytes gathered from the request body before one pwritev (see appendBody). */
 const WRITE_BATCH = 1024 * 1024;
 /**
@@ -154,6 +171,9 @@ function writeBody(body: Readable, write: (bufs: Buffer[], bytes: number) => Pro
         if (ended) resolve();
         return;
       }
+      // A trickle is gathered, not written byte by byte: a body cut before MIN_WRITE_BYTES
+      // arrived leaves the file untouched (no truncate and fsync for every dripping client).
+      if (!ended && bytes < MIN_WRITE_BYTES) return;
       const bufs = batch;
       const n = bytes;
       batch = [];
@@ -176,8 +196,10 @@ function writeBody(body: Readable, write: (bufs: Buffer[], bytes: number) => Pro
     const onData = (chunk: Buffer) => {
       batch.push(chunk);
       bytes += chunk.length;
-      // One batch on disk, one being gathered: beyond that, let the socket wait.
-      if (writing && bytes >= WRITE_BATCH) body.pause();
+      // One batch on disk, one being gathered: beyond that, let the socket wait. Under load
+      // the body's mark shrinks (http1.ts shares one buffer budget among all bodies), and the
+      // batches with it: 200 uploads with 1 MiB batches held ~300 MiB while the disk was busy.
+      if (writing && bytes >= Math.min(WRITE_BATCH, body.readableHighWaterMark)) body.pause();
       pump();
     };
     body.on('data', onData);
@@ -207,6 +229,8 @@ function isDiskFullError(err: unknown): boolean {
 export class UploadServer {
   private readonly sessions = new Map<string, Session>();
   private readonly closed = new Map<string, { urlPath: string; at: number }>();
+  /** CREATE-SESSION times per client within the last minute (limits.sessionsPerMinutePerClient). */
+  private readonly creations = new Map<string, number[]>();
   private readonly backEnd = new BackEndClient();
   private sweeper: NodeJS.Timeout | undefined;
   private realRoot = '';
@@ -242,7 +266,7 @@ export class UploadServer {
 
   private sweepIntervalMs(): number {
     const c = this.options.config;
-    const timeouts = [c.defaults, ...Object.values(c.directories)]
+    const timeouts = [c.defaults, ...Object.values(c.directories), { sessionTimeoutSeconds: c.limits.emptySessionTimeoutSeconds }]
       .map((d) => d.sessionTimeoutSeconds)
       .filter((t): t is number => typeof t === 'number' && t > 0);
     const shortest = Math.min(...timeouts, 3600);
@@ -251,7 +275,10 @@ export class UploadServer {
 
   private isExpired(s: Session, now = Date.now()): boolean {
     const cfg = directoryConfigFor(this.options.config, s.record.urlPath);
-    return now - s.record.lastActivity > cfg.sessionTimeoutSeconds * 1000;
+    // A session that never received a byte costs a client nothing to open: it goes much sooner.
+    const empty = s.received === 0 && s.record.state === 'STATE_RECEIVE_FRAGMENTS';
+    const seconds = empty ? Math.min(cfg.sessionTimeoutSeconds, this.options.config.limits.emptySessionTimeoutSeconds) : cfg.sessionTimeoutSeconds;
+    return now - s.record.lastActivity > seconds * 1000;
   }
 
   /** §3.2.6.1: removes sessions idle longer than their directory's timeout. */
@@ -261,13 +288,14 @@ export class UploadServer {
       if (this.isExpired(s, now)) await this.withLock(s, () => this.expire(s));
     }
     for (const [id, c] of this.closed) if (now - c.at > CLOSED_MEMORY_MS) this.closed.delete(id);
+    for (const [client, times] of this.creations) if (times.every((t) => now - t > 60_000)) this.creations.delete(client);
   }
 
   private async expire(s: Session): Promise<void> {
     if (this.sessions.get(s.record.id) !== s || !this.isExpired(s)) return;
     this.sessions.delete(s.record.id);
     this.options.log(`session ${s.record.id} expired (${s.record.urlPath})`);
-    await deleteSessionFromDisk(s).catch(() => {});
+    await deleteSessionFromDisk(s, true).catch((err) => this.options.log(`session ${s.record.id}: ${(err as Error).message}`));
   }
 
   private async withLock<T>(s: Session, fn: () => Promise<T>): Promise<T> {
@@ -289,6 +317,10 @@ export class UploadServer {
     } catch (err) {
       if (err instanceof BitsReply) res = err.response;
       else if (isDiskFullError(err)) res = bitsError(500, HRESULT.ERROR_DISK_FULL);
+      else if (err instanceof SymlinkRefused) {
+        this.options.log(`upload: ${req.rawPath}: ${err.message}`);
+        res = bitsError(403, HRESULT.E_ACCESSDENIED);
+      }
       else {
         this.options.log(`upload: ${req.rawPath}: ${(err as Error).stack ?? String(err)}`);
         res = bitsError(500, HRESULT.E_FAIL);
@@ -402,10 +434,15 @@ export class UploadServer {
       this.options.log(`upload: ${urlPath}: notification configured without a notificationUrl`);
       fail(500, HRESULT.E_FAIL);
     }
-    if (this.sessions.size >= this.options.config.limits.maxSessions) {
+    // The restart loader walks MAX_SESSION_DEPTH folders deep: a deeper session would be lost.
+    if (segs.length - 1 > MAX_SESSION_DEPTH) fail(400, HRESULT.E_INVALIDARG);
+    const limits = this.options.config.limits;
+    if (this.sessions.size >= limits.maxSessions) {
       // §3.2.7: the table is full.
       fail(500, HRESULT.E_OUTOFMEMORY);
     }
+    const client = req.user !== undefined ? `user:${req.user}` : `addr:${req.remoteAddress}`;
+    this.checkClientQuota(client);
     const id = newSessionId();
     const now = Date.now();
     const host = req.headers['host'] ?? `${req.socket.localAddress ?? 'localhost'}:${req.socket.localPort ?? ''}`;
@@ -420,17 +457,20 @@ export class UploadServer {
       lastActivity: now,
       notified: false,
       copyToDestination: true,
+      client,
     };
     const session: Session = {
       record,
       sessionsDir: path.join(path.dirname(dest), SESSIONS_DIR),
       received: 0,
       lock: Promise.resolve(),
+      root: this.realRoot,
     };
+    // It removes whatever it made when it fails (ENAMETOOLONG deep down leaves no folders).
     try {
       await createSessionOnDisk(session);
     } catch (err) {
-      await deleteSessionFromDisk(session).catch(() => {});
+      if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') fail(400, HRESULT.E_INVALIDARG);
       throw err;
     }
     this.sessions.set(id, session);
@@ -442,6 +482,31 @@ export class UploadServer {
     if (cfg.hostId) headers[H.HostId] = cfg.hostId;
     if (cfg.hostIdFallbackTimeout) headers[H.HostIdFallbackTimeout] = String(cfg.hostIdFallbackTimeout);
     return ack(headers, id);
+  }
+
+  /**
+   * One client must not take every session: at most maxSessionsPerClient open ones (503), and
+   * at most sessionsPerMinutePerClient new ones a minute (429). Both carry Retry-After, which
+   * a BITS client honours as a transient answer; other clients are unaffected.
+   */
+  private checkClientQuota(client: string): void {
+    const limits = this.options.config.limits;
+    const now = Date.now();
+    const recent = (this.creations.get(client) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= limits.sessionsPerMinutePerClient) {
+      this.creations.set(client, recent);
+      this.options.log(`upload: ${client} created ${recent.length} sessions in the last minute (limit ${limits.sessionsPerMinutePerClient})`);
+      const wait = Math.max(1, Math.ceil((recent[0]! + 60_000 - now) / 1000));
+      fail(429, HRESULT.E_OUTOFMEMORY, { extra: { 'Retry-After': String(wait) } });
+    }
+    let open = 0;
+    for (const s of this.sessions.values()) if (s.record.client === client) open++;
+    if (open >= limits.maxSessionsPerClient) {
+      this.options.log(`upload: ${client} holds ${open} sessions (limit ${limits.maxSessionsPerClient})`);
+      fail(503, HRESULT.E_OUTOFMEMORY, { extra: { 'Retry-After': '60' } });
+    }
+    recent.push(now);
+    this.creations.set(client, recent);
   }
 
   private fragmentAck(s: Session, extra: Record<string, string> = {}): Http1Response {
@@ -471,7 +536,19 @@ export class UploadServer {
       fail(400, HRESULT.E_INVALIDARG);
     }
 
+    // A session is sent serially; a resend after a lost connection may wait for the old one.
+    // More waiters than that is abuse: each would hold its connection for a rate window in turn.
+    if ((s.waiting ?? 0) >= MAX_FRAGMENT_WAITERS) {
+      fail(503, HRESULT.E_OUTOFMEMORY, { sessionId: s.record.id, close: true, extra: { 'Retry-After': '5' } });
+    }
+    s.waiting = (s.waiting ?? 0) + 1;
+    let waiting = true;
+    const unwait = (): void => {
+      if (waiting) s.waiting = (s.waiting ?? 1) - 1;
+      waiting = false;
+    };
     return this.withLock(s, async () => {
+      unwait();
       if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
       const rec = s.record;
       // A different entity length than an earlier fragment's is E_INVALIDARG (§2.2.1.2 table).
@@ -504,7 +581,7 @@ export class UploadServer {
       rec.lastActivity = Date.now();
       if (s.received === total) return this.complete(s, cfg);
       return this.fragmentAck(s);
-    });
+    }).finally(unwait);
   }
 
   /** The one FRAGMENT of a 0-byte entity: nothing to write, the entity is complete. */
@@ -525,10 +602,9 @@ export class UploadServer {
   /** Appends the body at the received offset; on any failure the file is cut back to what was acknowledged. */
   private async appendBody(req: Http1Request, s: Session, length: number): Promise<void> {
     const start = s.received;
-    const file = requestFile(s);
     let fh;
     try {
-      fh = await open(file, 'r+');
+      fh = await openRequestFile(s);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // The request entity was deleted under us: the session is gone (§3.2.5.2.7 treats it likewise).
@@ -542,8 +618,11 @@ export class UploadServer {
     // Write-back started while the body is still arriving (see EARLY_FLUSH_BYTES).
     let early: Promise<void> | undefined;
     let unflushed = 0;
+    /** Whether any write began (a failed pwritev may still have written part of its batch). */
+    let touched = false;
     try {
       await writeBody(req.body, async (bufs, bytes) => {
+        touched = true;
         await writevAll(fh, bufs, pos, bytes);
         pos += bytes;
         unflushed += bytes;
@@ -561,8 +640,10 @@ export class UploadServer {
       s.received = pos;
     } catch (err) {
       await early?.catch(() => {});
-      await fh.truncate(start).catch(() => {});
-      await fh.sync().catch(() => {});
+      if (touched) {
+        await fh.truncate(start).catch(() => {});
+        await fh.sync().catch(() => {});
+      }
       if (isDiskFullError(err)) fail(500, HRESULT.ERROR_DISK_FULL, { close: true });
       // The client went away or stalled mid-body: nobody reads this answer, the connection closes.
       throw new BitsReply(bitsError(400, HRESULT.E_INVALIDARG, { sessionId: s.record.id, close: true }));
@@ -596,6 +677,7 @@ export class UploadServer {
       await saveSession(s);
       return undefined;
     }
+    await prepareReplyDir(s);
     const result = await this.backEnd.notify({
       type: cfg.notificationType,
       notificationUrl: cfg.notificationUrl,
@@ -650,6 +732,7 @@ export class UploadServer {
       if (failure) return failure;
     }
     if (rec.copyToDestination) {
+      await verifySessionDirs(s);
       let dest: string;
       try {
         dest = await resolveUnderRoot(this.realRoot, req.rawPath);
@@ -683,7 +766,7 @@ export class UploadServer {
     if (this.sessions.get(s.record.id) === s) {
       this.sessions.delete(s.record.id);
       this.rememberClosed(s.record.id, s.record.urlPath);
-      await deleteSessionFromDisk(s);
+      await deleteSessionFromDisk(s, true);
     }
     return ack({}, s.record.id);
   }

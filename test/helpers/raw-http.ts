@@ -65,9 +65,9 @@ export class RawConnection {
     });
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawConnection> {
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host, allowHalfOpen: true }, () => {
+      const s = net.connect({ port, host, allowHalfOpen: true, ...(localAddress ? { localAddress } : {}) }, () => {
         s.off('error', reject);
         resolve(new RawConnection(s));
       });

@@ -266,14 +266,29 @@ describe('multiple ranges (multipart/byteranges)', () => {
     ]);
   });
 
-  it('keeps out-of-order and overlapping ranges as asked: no merging (§3.5.5.1)', async () => {
-    await checkMulti('5000-5999,0-99,50-149,5000-5999,-10', [
+  it('keeps the order asked (§3.5.5.1) but merges neighbours that overlap or touch (issue 17)', async () => {
+    await checkMulti('5000-5999,0-99,50-149,150-199,5000-5999,-10', [
       [5000, 5999],
-      [0, 99],
-      [50, 149],
+      [0, 199],
       [5000, 5999],
       [99990, 99999],
     ]);
+  });
+
+  it('100 overlapping ranges are answered with no more than the file: 200 with the whole file', async () => {
+    const specs = [
+      Array(100).fill('0-').join(','),
+      Array.from({ length: 100 }, (_, i) => (i % 2 ? '0-60000' : '40000-')).join(','),
+      // Neighbours that do not touch: nothing merges, the sum is 50 × 10,010 bytes.
+      Array.from({ length: 100 }, (_, i) => (i % 2 ? '50000-59999' : '0-9')).join(','),
+    ];
+    for (const spec of specs) {
+      const r = await get('/data.bin', { Range: `bytes=${spec}` });
+      expect(r.body.length).toBeLessThanOrEqual(DATA.length);
+      expect(Number(r.headers['content-length'])).toBeLessThanOrEqual(DATA.length);
+      expect(r.status).toBe(200);
+      expect(r.body.equals(DATA)).toBe(true);
+    }
   });
 
   it('drops unsatisfiable ranges but keeps multipart when several were asked', async () => {

@@ -29,6 +29,15 @@ interface ServeFlags {
   sessionTimeout: string;
   maxFragmentSize: string;
   maxSessions: string;
+  maxSessionsPerClient?: string;
+  sessionsPerMinute?: string;
+  emptySessionTimeout?: string;
+  maxConnections?: string;
+  headerTimeout?: string;
+  keepAliveTimeout?: string;
+  minRate?: string;
+  rateGrace?: string;
+  tlsHandshakeTimeout?: string;
   basicAuth?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -87,6 +96,15 @@ export function register(program: Command): void {
     )
     .addOption(new Option('--max-fragment-size <size>', 'largest FRAGMENT body accepted; larger gets 413').default('64M'))
     .addOption(new Option('--max-sessions <n>', 'most upload sessions kept at once').default('10000'))
+    .addOption(new Option('--max-sessions-per-client <n>', 'most open sessions of one user or address (default 200)'))
+    .addOption(new Option('--sessions-per-minute <n>', 'most sessions one user or address creates per minute (default 120)'))
+    .addOption(new Option('--empty-session-timeout <seconds>', 'drop sessions that never received a byte after this long (default 15m)'))
+    .addOption(new Option('--max-connections <n>', 'most connections at once; beyond it 503 + Retry-After (default 2048)'))
+    .addOption(new Option('--header-timeout <seconds>', 'time to send a request head (default 20)'))
+    .addOption(new Option('--keep-alive-timeout <seconds>', 'close connections idle this long between requests (default 30)'))
+    .addOption(new Option('--min-rate <bytes/s>', 'cut bodies sent and responses read slower than this (default 500)'))
+    .addOption(new Option('--rate-grace <seconds>', 'grace period and window of --min-rate (default 10)'))
+    .addOption(new Option('--tls-handshake-timeout <seconds>', 'time to complete a TLS handshake (default 10)'))
     .addOption(
       new Option('--basic-auth <user:password>', 'require HTTP Basic auth (or set BITS_SERVE_USER and BITS_SERVE_PASSWORD)'),
     )
@@ -170,6 +188,27 @@ export async function serveOptionsFrom(flags: ServeFlags, given: (key: keyof Ser
   if (given('maxSessions') || limits.maxSessions === undefined) {
     limits.maxSessions = parseInteger(flags.maxSessions, '--max-sessions', 1, 10_000_000);
   }
+
+  // Hardening limits: a flag overrides the file, the file the built-in default (server/config.ts).
+  const count = (flag: string | undefined, name: string, key: 'maxSessionsPerClient' | 'sessionsPerMinutePerClient' | 'maxConnections'): void => {
+    if (flag !== undefined) limits[key] = parseInteger(flag, name, 1, 10_000_000);
+  };
+  count(flags.maxSessionsPerClient, '--max-sessions-per-client', 'maxSessionsPerClient');
+  count(flags.sessionsPerMinute, '--sessions-per-minute', 'sessionsPerMinutePerClient');
+  count(flags.maxConnections, '--max-connections', 'maxConnections');
+  const seconds = (
+    flag: string | undefined,
+    name: string,
+    key: 'emptySessionTimeoutSeconds' | 'headersTimeoutSeconds' | 'keepAliveTimeoutSeconds' | 'rateGraceSeconds' | 'tlsHandshakeTimeoutSeconds',
+  ): void => {
+    if (flag !== undefined) limits[key] = parseDurationSeconds(flag, name);
+  };
+  seconds(flags.emptySessionTimeout, '--empty-session-timeout', 'emptySessionTimeoutSeconds');
+  seconds(flags.headerTimeout, '--header-timeout', 'headersTimeoutSeconds');
+  seconds(flags.keepAliveTimeout, '--keep-alive-timeout', 'keepAliveTimeoutSeconds');
+  seconds(flags.rateGrace, '--rate-grace', 'rateGraceSeconds');
+  seconds(flags.tlsHandshakeTimeout, '--tls-handshake-timeout', 'tlsHandshakeTimeoutSeconds');
+  if (flags.minRate !== undefined) limits.minRateBytesPerSec = parseInteger(flags.minRate, '--min-rate', 1, 1_000_000_000);
 
   const opts: ServeOptions = { root, host, port, defaults, limits };
   if (file.directories) opts.directories = file.directories;
