@@ -43,7 +43,7 @@ import type { TransferEvent, TransferListener } from './events.js';
 import { ProgressDeadline, RetryBudget } from './retry.js';
 import { errorFromInfo } from './upload/errors.js';
 import { BUFFERED_FRAGMENT_MAX, bufferBody, FragmentBuffers, fragmentBody } from './upload/fragments.js';
-import { bitsRequestHeaders, PHASE_OF } from './upload/messages.js';
+import { bitsPostMethod, bitsRequestHeaders, PHASE_OF } from './upload/messages.js';
 import { getReply } from './upload/reply.js';
 
 export type { UploadCheckpoint } from '../protocol/uploader.js';
@@ -64,6 +64,8 @@ export const DEFAULT_CANCEL_TIMEOUT_MS = 5_000;
 export interface UploadOptions {
   /** Local source file. */
   file: string;
+  /** Send every BITS message as POST with X-Http-Method-Override: BITS_POST (bitsPostMethod). */
+  methodOverride?: boolean;
   /** Destination URL. */
   url: string | URL;
   fragmentSize?: number;
@@ -366,7 +368,7 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
     }
     let outcome: UploaderOutcome;
     try {
-      const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers, body, signal: deadline.signal });
+      const res = await transport.request({ method: bitsPostMethod(headers, opts.methodOverride), url: new URL(action.url), headers, body, signal: deadline.signal });
       await res.discard();
       lastHint = res.status >= 400 ? res.hint : undefined;
       const ack = classifyAck({
@@ -391,6 +393,8 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
 
 export interface CancelUploadOptions {
   transport?: TransportOptions;
+  /** Send CANCEL-SESSION as POST with X-Http-Method-Override: BITS_POST. */
+  methodOverride?: boolean;
   /** The HTTP stack itself (tests); not closed. */
   httpTransport?: Transport;
   /** How long transient failures are retried (default DEFAULT_CANCEL_TIMEOUT_MS). */
@@ -427,7 +431,8 @@ export async function cancelUpload(url: string | URL, cp: UploadCheckpoint, opts
       if (action.type !== 'CANCEL-SESSION') throw new Error(`unexpected ${action.type} while cancelling`);
       let outcome: UploaderOutcome;
       try {
-        const res = await transport.request({ method: 'BITS_POST', url: new URL(action.url), headers: bitsRequestHeaders(action), body: '', signal: deadline.signal });
+        const headers = bitsRequestHeaders(action);
+        const res = await transport.request({ method: bitsPostMethod(headers, opts.methodOverride), url: new URL(action.url), headers, body: '', signal: deadline.signal });
         await res.discard();
         outcome = { type: 'ack', ack: classifyAck({ request: 'CANCEL-SESSION', status: res.status, headers: res.headers, sentSessionId: action.sessionId }) };
       } catch (e) {

@@ -58,6 +58,8 @@ export interface UploadJobSpec {
   /** `-` = stdout. */
   replyFile?: string;
   requireReply: boolean;
+  /** Send BITS messages as POST with X-Http-Method-Override (kept for resume and cancel). */
+  methodOverride?: boolean;
   /** How to reach the server, now and on every resume (src/cli/transport-options.ts builds it from the flags). */
   transport: TransportSettings;
 }
@@ -68,6 +70,7 @@ export async function createUploadJob(store: JobStore, spec: UploadJobSpec): Pro
   // The store keeps the client's own checkpoint (src/protocol/uploader.ts UploadCheckpoint), from the first write on.
   const upload = await newUploadCheckpoint(file, spec.fragmentSize);
   const options: JobOptions = { fragmentSize: spec.fragmentSize, timeouts: { noProgress: spec.noProgressTimeoutMs }, requireReply: spec.requireReply };
+  if (spec.methodOverride) options.methodOverride = true;
   const replyFile = spec.replyFile === undefined || spec.replyFile === '-' ? spec.replyFile : path.resolve(spec.replyFile);
   if (replyFile !== undefined) options.replyFile = replyFile;
   return store.create({
@@ -218,6 +221,7 @@ async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job;
         fragmentSize: o.fragmentSize ?? job.upload?.fragmentSize,
         replyFile,
         requireReply: o.requireReply === true || replyFile !== undefined,
+        methodOverride: o.methodOverride === true,
         ...(o.timeouts?.noProgress !== undefined ? { noProgressTimeoutMs: o.timeouts.noProgress } : {}),
         transport,
         ...(u ? { resume: u } : {}),
@@ -398,7 +402,7 @@ export async function cancelJob(store: JobStore, idOrPrefix: string, opts: Cance
   try {
     if (job.kind === 'upload') {
       const cp = upgradeUploadCheckpoint(job.upload);
-      if (cp) await cancelUpload(job.destination, cp, { transport: opts.transport ?? transportForJob(job) });
+      if (cp) await cancelUpload(job.destination, cp, { transport: opts.transport ?? transportForJob(job), methodOverride: job.options?.methodOverride === true });
     } else {
       await cancelDownloadJob(job);
     }
@@ -473,6 +477,7 @@ export async function cleanJobs(store: JobStore, opts: CleanOptions = {}): Promi
         await cancelUpload(j.destination, cp, {
           transport: shortTimers(transportForJob(j, { input: { isTTY: false } as unknown as NodeJS.ReadableStream }), timeoutMs),
           noProgressTimeoutMs: timeoutMs,
+          methodOverride: j.options?.methodOverride === true,
         });
       } catch {
         // best-effort: the job goes either way

@@ -30,6 +30,7 @@ export function register(program: Command): void {
     )
     .option('--reply', 'upload-reply mode: the server must send a reply (written to stdout unless --reply-file)')
     .option('--reply-file <path>', 'save the server reply here (`-` = stdout); implies --reply')
+    .option('--method-override', 'send BITS messages as POST with X-Http-Method-Override: BITS_POST (through proxies and firewalls that refuse unknown methods)')
     .addOption(noProgressTimeoutOption('give up (resumably) after this long without an acknowledged byte'))
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
@@ -89,6 +90,7 @@ Examples:
         noProgressTimeoutMs,
         replyFile,
         requireReply: replyFile !== undefined,
+        ...(opts.methodOverride === true ? { methodOverride: true } : {}),
         transport: settings,
       });
       await executeJob(store, job, {

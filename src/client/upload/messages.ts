@@ -4,7 +4,7 @@
  */
 import type { TransferEvent } from '../events.js';
 import { formatContentRange } from '../../protocol/content-range.js';
-import { H, PROTOCOL_GUID, WIRE_PACKET_TYPE } from '../../protocol/headers.js';
+import { BITS_POST, H, METHOD_OVERRIDE_HEADER, PROTOCOL_GUID, WIRE_PACKET_TYPE } from '../../protocol/headers.js';
 import type { SendAction } from '../../protocol/uploader.js';
 
 /** Request headers of a BITS message, spelled as a Windows client spells them (§4). */
@@ -37,6 +37,17 @@ export function bitsRequestHeaders(a: SendAction): Record<string, string> {
       break;
   }
   return h;
+}
+
+/**
+ * The method a BITS message goes out with: BITS_POST, or (`--method-override`) POST
+ * with `X-Http-Method-Override: BITS_POST`, as OneDrive's BITS clients send it: the
+ * way through proxies and firewalls that refuse methods they do not know.
+ */
+export function bitsPostMethod(headers: Record<string, string>, methodOverride: boolean | undefined): string {
+  if (!methodOverride) return BITS_POST;
+  headers[METHOD_OVERRIDE_HEADER] = BITS_POST;
+  return 'POST';
 }
 
 export const PHASE_OF: Record<SendAction['type'], TransferEvent & { type: 'phase' }> = {
