@@ -43,6 +43,31 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The part of an nginx.conf every test nginx shares, up to the \`http\` block's
+ * common settings: in the foreground, pid, logs and temp folders under \`prefix\`
+ * (never the system's), and \`user root\` when we are root (nginx refuses to run
+ * its workers as root otherwise). Callers add their own settings and server blocks,
+ * then close the \`http\` block.
+ */
+export function nginxConfHead(prefix: string, opts: { workerConnections: number; accessLog?: string }): string {
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  return `${asRoot ? 'user root;' : ''}
+worker_processes 1;
+daemon off;
+error_log ${prefix}/error.log warn;
+pid ${prefix}/nginx.pid;
+events { worker_connections ${opts.workerConnections}; }
+http {
+  access_log ${opts.accessLog ?? 'off'};
+  client_body_temp_path ${prefix}/client;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  default_type application/octet-stream;`;
+}
+
 export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/bin/nginx'].find((p) => existsSync(p));
 
 export interface Nginx {
@@ -55,22 +80,8 @@ export async function startNginx(root: string, extra = ''): Promise<Nginx> {
   if (!NGINX) throw new Error('nginx not installed');
   const prefix = await tempDir('bits-nginx-');
   const port = await freePort();
-  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   const conf = `
-${asRoot ? 'user root;' : ''}
-worker_processes 1;
-daemon off;
-error_log ${prefix}/error.log warn;
-pid ${prefix}/nginx.pid;
-events { worker_connections 128; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/client;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  default_type application/octet-stream;
+${nginxConfHead(prefix, { workerConnections: 128 })}
   sendfile on;
   ${extra}
   server {

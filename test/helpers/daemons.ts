@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nginxConfHead } from '../download/helpers.js';
 
 export const SQUID = ['/usr/sbin/squid', '/usr/bin/squid', '/usr/local/sbin/squid'].find((p) => existsSync(p));
 export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/bin/nginx'].find((p) => existsSync(p));
@@ -148,23 +149,9 @@ export async function startClientCertNginx(root: string, tls: { certFile: string
   if (nginxMissing) throw new Error(nginxMissing);
   const dir = mkdtempSync(join(tmpdir(), 'bits-nginx-tls-'));
   const port = await freePort();
-  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   writeFileSync(
     join(dir, 'nginx.conf'),
-    `${asRoot ? 'user root;' : ''}
-worker_processes 1;
-daemon off;
-error_log ${dir}/error.log warn;
-pid ${dir}/nginx.pid;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  default_type application/octet-stream;
+    `${nginxConfHead(dir, { workerConnections: 64 })}
   server {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${tls.certFile};

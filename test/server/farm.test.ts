@@ -14,8 +14,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ensureBuilt, runBits, startBits, type RunningBits } from '../helpers/cli.js';
+import { NGINX, nginxConfHead } from '../download/helpers.js';
 
-const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/bin/nginx'].find((p) => existsSync(p));
 const NODES = ['127.0.0.2', '127.0.0.3'];
 
 let tmp: string;
@@ -46,19 +46,7 @@ async function commonFreePort(): Promise<number> {
 }
 
 function nginxConf(prefix: string): string {
-  return `${process.getuid?.() === 0 ? 'user root;' : ''}
-worker_processes 1;
-daemon off;
-error_log ${prefix}/error.log warn;
-pid ${prefix}/nginx.pid;
-events { worker_connections 256; }
-http {
-  access_log ${prefix}/access.log;
-  client_body_temp_path ${prefix}/client;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
+  return `${nginxConfHead(prefix, { workerConnections: 256, accessLog: `${prefix}/access.log` })}
   upstream bits_farm {
 ${NODES.map((h) => `    server ${h}:${port};`).join('\n')}
     keepalive 16;
