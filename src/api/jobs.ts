@@ -1,0 +1,111 @@
+/**
+ * jobs.list / get / resume / cancel / wait: the persistent jobs (the same
+ * store `bits list` reads) from code.
+ */
+import { InterruptedError } from '../errors.js';
+import { effectiveState, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
+import { cancelJob, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
+import { runnerAlive } from '../jobs/running.js';
+import { settingsOf } from '../jobs/transport.js';
+import { jobSignal, storeFor, transportFor, type RunOptions, type StoreOptions } from './options.js';
+
+export type { Job, JobState, CancelResult };
+
+/** A job as stored, with the state a reader should believe (a dead runner's 'transferring' is 'suspended'). */
+export interface JobInfo extends Job {
+  effectiveState: JobState;
+  runnerAlive: boolean;
+}
+
+function info(job: Job): JobInfo {
+  const alive = runnerAlive(job);
+  return { ...job, effectiveState: effectiveState(job, alive), runnerAlive: alive };
+}
+
+/** Every job, oldest first. */
+export async function list(opts: StoreOptions = {}): Promise<JobInfo[]> {
+  const store = await storeFor(opts);
+  return (await store.list()).map(info);
+}
+
+/** One job, by id or a unique prefix of at least 3 characters; UsageError when there is none. */
+export async function get(id: string, opts: StoreOptions = {}): Promise<JobInfo> {
+  const store = await storeFor(opts);
+  return info(await store.get(id));
+}
+
+/**
+ * Continues a suspended, queued or failed job from its checkpoint, in this
+ * process. `transport` fields, when given, replace the stored ones (and are
+ * stored for later resumes). Resolves with the completed job.
+ */
+export async function resume(id: string, opts: RunOptions = {}): Promise<Job> {
+  const store = await storeFor(opts);
+  let job = await store.get(id);
+  const refusal = resumeRefusal(job, runnerAlive(job));
+  if (refusal) throw refusal;
+  const settings = opts.transport ? overrideTransportSettings(settingsOf(job), opts.transport) : settingsOf(job);
+  const transport = transportFor(settings, opts);
+  if (opts.transport) job = await store.update(job.id, { transport: settings });
+  const s = jobSignal(opts.signal);
+  try {
+    return await runJob(job.id, { store, transport, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), ...(s.signal ? { signal: s.signal } : {}) });
+  } finally {
+    s.dispose();
+  }
+}
+
+export interface CancelOptions extends StoreOptions {
+  /** Stop another process running it; remove the job even if the server refuses CANCEL-SESSION. */
+  force?: boolean;
+}
+
+/** Cancels a job: CANCEL-SESSION for an upload, the partial file removed for a download. */
+export async function cancel(id: string, opts: CancelOptions = {}): Promise<CancelResult> {
+  const store = await storeFor(opts);
+  return cancelJob(store, id, opts.force ? { force: true } : {});
+}
+
+const STOPPED: readonly JobState[] = ['complete', 'cancelled', 'error', 'suspended'];
+
+export interface WaitOptions extends StoreOptions {
+  /** Give up (TimeoutError) after this long; default: wait as long as it takes. */
+  timeoutMs?: number;
+  /** How often the store is read; default 250 ms. */
+  pollMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Waits until a job, possibly run by another process (`bits resume`, a
+ * background agent), is no longer being transferred: resolves with it in its
+ * state then (complete, cancelled, error, or suspended when its runner
+ * stopped). It does not run the job; see resume for that.
+ */
+export async function wait(id: string, opts: WaitOptions = {}): Promise<JobInfo> {
+  const store = await storeFor(opts);
+  const pollMs = Math.max(10, opts.pollMs ?? 250);
+  const deadline = opts.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : Number.POSITIVE_INFINITY;
+  const jobId = (await store.get(id)).id;
+  for (;;) {
+    const j = info(await store.get(jobId));
+    // queued: someone (a background agent, a resume) is about to run it; keep waiting.
+    if (STOPPED.includes(j.effectiveState)) return j;
+    opts.signal?.throwIfAborted();
+    const left = deadline - Date.now();
+    // The job goes on; only this wait stops, so it is an interrupt of the waiting, not a transfer failure.
+    if (left <= 0) throw new InterruptedError(`job ${jobId} is still ${j.effectiveState} after ${opts.timeoutMs} ms of waiting`);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(done, Math.min(pollMs, left));
+      function done() {
+        opts.signal?.removeEventListener('abort', abort);
+        resolve();
+      }
+      function abort() {
+        clearTimeout(t);
+        reject(opts.signal!.reason);
+      }
+      opts.signal?.addEventListener('abort', abort, { once: true });
+    });
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * serve(): the `bits serve` server (BITS uploads §3.2 and range downloads
+ * §3.5 of one folder) embedded in a program. Listens on 127.0.0.1 and any
+ * free port unless told otherwise; close() stops it gracefully.
+ */
+import path from 'node:path';
+import { stat } from 'node:fs/promises';
+import { UsageError } from '../errors.js';
+import type { ServeOptions as ServerOptions, RunningServer } from '../server/index.js';
+
+export interface ServeOptions extends Omit<ServerOptions, 'root'> {
+  /** Folder to serve; default process.cwd(). */
+  root?: string;
+}
+
+export interface Server {
+  /** `http://127.0.0.1:PORT` (or https), no trailing slash. */
+  url: string;
+  host: string;
+  port: number;
+  /** Stops listening and ends open connections; resolves once closed. */
+  close(): Promise<void>;
+}
+
+export async function serve(opts: ServeOptions = {}): Promise<Server> {
+  const root = path.resolve(opts.root ?? process.cwd());
+  const st = await stat(root).catch(() => undefined);
+  if (!st?.isDirectory()) throw new UsageError(`serve: root ${root} is not a folder`);
+  // Imported here: a program that only uploads never loads the server.
+  const { startServer } = await import('../server/index.js');
+  const server: RunningServer = await startServer({ ...opts, root, host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+  return { url: server.url, host: server.host, port: server.port, close: () => server.close() };
+}

@@ -1,0 +1,95 @@
+/**
+ * upload() and download(): a transfer run as a persistent job in this
+ * process, exactly as `bits upload` / `bits download` run it (the job is
+ * written before the first request and checkpointed after every acknowledged
+ * fragment or durable write), without the terminal: events go to onEvent,
+ * a stop request comes in as an AbortSignal.
+ */
+import { UsageError } from '../errors.js';
+import { DEFAULT_FRAGMENT_SIZE, DEFAULT_NO_PROGRESS_TIMEOUT_MS } from '../client/upload.js';
+import { parseDestinationUrl } from '../protocol/urls.js';
+import { createDownloadJob, createUploadJob, runJob, type DownloadJobSpec, type UploadJobSpec } from '../jobs/runner.js';
+import type { Job, JobStore } from '../store/index.js';
+import type { TransportOptions } from '../transport/http.js';
+import { jobSignal, storeFor, transportFor, type RunOptions } from './options.js';
+
+/** The job specs of src/jobs/runner.ts, with the CLI's defaults filled in for what is left out. */
+export type UploadOptions = RunOptions &
+  Pick<UploadJobSpec, 'file' | 'url'> &
+  Partial<Pick<UploadJobSpec, 'fragmentSize' | 'noProgressTimeoutMs' | 'replyFile' | 'requireReply'>> & {
+    /** Called with the job once it is stored, before the first request (e.g. to keep its id). */
+    onJob?: (job: Job) => void;
+  };
+
+/** `cwd` defaults to process.cwd(), `output` to the server's name for the file in cwd. */
+export type DownloadOptions = RunOptions &
+  Pick<DownloadJobSpec, 'url'> &
+  Partial<Omit<DownloadJobSpec, 'url' | 'transport'>> & {
+    onJob?: (job: Job) => void;
+  };
+
+export interface TransferResult {
+  /** The completed job (state 'complete'). */
+  job: Job;
+  /** Bytes transferred in all (the file's size). */
+  bytes: number;
+  /** Uploads: the URL; downloads: the absolute path written. */
+  destination: string;
+}
+
+/** Uploads one file with the BITS upload protocol (MC-BUP §3.1). Rejects with a BitsError. */
+export async function upload(opts: UploadOptions): Promise<TransferResult> {
+  let url: URL;
+  try {
+    url = parseDestinationUrl(opts.url);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const settings = opts.transport ?? {};
+  // Before any job is written: a password that cannot be had is a usage error, not a failed job.
+  const transport = transportFor(settings, opts);
+  const store = await storeFor(opts);
+  const replyFile = opts.replyFile;
+  const job = await createUploadJob(store, {
+    file: opts.file,
+    url: url.href,
+    fragmentSize: opts.fragmentSize ?? DEFAULT_FRAGMENT_SIZE,
+    noProgressTimeoutMs: opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS,
+    ...(replyFile !== undefined ? { replyFile } : {}),
+    requireReply: opts.requireReply === true || replyFile !== undefined,
+    transport: settings,
+  });
+  return run(store, job, transport, opts);
+}
+
+/** Downloads one file with resumable range requests (§3.6). Rejects with a BitsError. */
+export async function download(opts: DownloadOptions): Promise<TransferResult> {
+  const settings = opts.transport ?? {};
+  const transport = transportFor(settings, opts);
+  const store = await storeFor(opts);
+  const job = await createDownloadJob(store, {
+    url: opts.url,
+    ...(opts.output !== undefined ? { output: opts.output } : {}),
+    cwd: opts.cwd ?? process.cwd(),
+    force: opts.force === true,
+    ...(opts.ranges !== undefined ? { ranges: opts.ranges } : {}),
+    ...(opts.segments !== undefined ? { segments: opts.segments } : {}),
+    mirrors: opts.mirrors ?? [],
+    ...(opts.sha256 !== undefined ? { sha256: opts.sha256 } : {}),
+    ...(opts.fragmentSize !== undefined ? { fragmentSize: opts.fragmentSize } : {}),
+    noProgressTimeoutMs: opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS,
+    transport: settings,
+  });
+  return run(store, job, transport, opts);
+}
+
+async function run(store: JobStore, job: Job, transport: TransportOptions, opts: RunOptions & { onJob?: (job: Job) => void }): Promise<TransferResult> {
+  opts.onJob?.(job);
+  const s = jobSignal(opts.signal);
+  try {
+    const done = await runJob(job.id, { store, transport, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), ...(s.signal ? { signal: s.signal } : {}) });
+    return { job: done, bytes: done.bytesDone, destination: done.destination };
+  } finally {
+    s.dispose();
+  }
+}
