@@ -103,8 +103,8 @@ export interface TransportOptions {
   /**
    * The origins (scheme://host:port) the server credentials and credential-like
    * `headers` were given for: nothing of them goes anywhere else (a redirect target,
-   * a reply URL on another host), even when it answers 401. Default: the origin of
-   * the first request.
+   * a reply URL on another host), even when it answers 401. Default: the first origin
+   * that uses them (credential headers: the first request; credentials: the first 401).
    */
   credentialOrigins?: string[];
 }
@@ -398,6 +398,7 @@ export class HttpTransport implements Transport {
     this.credentialOrigins.add(url.origin);
   }
 
+  /** Whether credentials may go to `url`; the first origin asking binds them when none were named. */
   private trusts(url: URL): boolean {
     if (this.credentialOrigins.size === 0) this.credentialOrigins.add(url.origin);
     return this.credentialOrigins.has(url.origin);
@@ -416,7 +417,6 @@ export class HttpTransport implements Transport {
       // The URL ends up in job stores and messages: a password in it would leak.
       throw new UsageError('credentials in the URL are not accepted: use --user NAME (password prompted) or BITS_USER/BITS_PASSWORD');
     }
-    this.trusts(req.url);
     const follows = req.method === 'GET' || req.method === 'HEAD';
     const policy = this.extra.redirects ?? 'follow';
     let hop = req;
@@ -488,9 +488,9 @@ export class HttpTransport implements Transport {
     const route = lease.route;
     const forward = route.kind === 'forward' ? route : undefined;
     const proxyProgress: ProxyAuthProgress | undefined = forward ? startProxyAuth(forward.auth) : undefined;
-    const trusted = this.trusts(req.url);
     const given = lowerKeys(this.options.headers);
-    if (!trusted) for (const k of Object.keys(given)) if (isCredentialHeader(k)) delete given[k];
+    const secret = Object.keys(given).filter(isCredentialHeader);
+    if (secret.length > 0 && !this.trusts(req.url)) for (const k of secret) delete given[k];
     for (let round = 0; round < 10; round++) {
       const headers: Record<string, string> = {
         'user-agent': this.options.userAgent,
@@ -564,7 +564,7 @@ export class HttpTransport implements Transport {
       };
       if (next === 'rejected') await fail(`${where} rejected the credentials for ${this.userLabel()} (HTTP 401, ${session!.scheme})`);
       if (next === 'unsupported') {
-        if (this.credentials && !trusted) {
+        if (this.credentials && !this.trusts(req.url)) {
           await fail(
             `${where} requires authentication (HTTP 401, offers ${offeredSchemes(challenges)}), but the credentials were given for ${[...this.credentialOrigins].join(', ')} and are not sent to another origin`,
           );

@@ -141,6 +141,7 @@ beforeAll(async () => {
     file('/dir/sub/file.bin'),
     redirect('/r/301', 301, `${plain.url}/file.bin`),
     redirect('/r/302', 302, '/file.bin'),
+    redirect('/r/303', 303, `${plain.url}/file.bin`),
     redirect('/r/307', 307, '../file.bin'),
     redirect('/r/308', 308, '../dir/sub/file.bin'),
     redirect('/chain/1', 302, '/chain/2'),
@@ -173,6 +174,7 @@ describe('bits download follows redirects (issue 18.1)', () => {
   it.each([
     ['301 to an absolute URL', '/r/301'],
     ['302 to an absolute path', '/r/302'],
+    ['303 (HEAD stays HEAD, GET stays GET)', '/r/303'],
     ['307 to a relative path', '/r/307'],
     ['308 to a relative path with ..', '/r/308'],
     ['a chain of four (302, 301, 307, 308)', '/chain/1'],
@@ -250,7 +252,7 @@ describe('bits download follows redirects (issue 18.1)', () => {
 });
 
 describe('credentials stay with their origin (issue 18.2)', () => {
-  const secretHeaders = ['-H', 'X-Api-Key: key-123', '-H', 'Private-Token: tok-456', '-H', 'Cookie: session=789', '-H', 'X-Trace: public'];
+  const secretHeaders = ['-H', 'X-Api-Key: key-123', '-H', 'Private-Token: tok-456', '-H', 'Cookie: session=789', '-H', 'X-Auth-Token: at-1', '-H', 'X-Secret-Token: st-2', '-H', 'X-Trace: public'];
 
   it('a redirect target on another origin answering 401 gets no Authorization and no secret header: exit 6', async () => {
     const out = path.join(dir, 'other.bin');
@@ -266,6 +268,8 @@ describe('credentials stay with their origin (issue 18.2)', () => {
       expect(s.headers['x-api-key']).toBeUndefined();
       expect(s.headers['private-token']).toBeUndefined();
       expect(s.headers.cookie).toBeUndefined();
+      expect(s.headers['x-auth-token']).toBeUndefined();
+      expect(s.headers['x-secret-token']).toBeUndefined();
       expect(s.headers['x-trace']).toBe('public');
     }
     // The origin they were given for did get them.
