@@ -15,6 +15,7 @@ import { startServer, type RunningServer } from '../../src/server/index.js';
 import { ensureBuilt, runBits } from '../helpers/cli.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 import { tempDir } from '../download/helpers.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 
 interface Plain {
   url: string;
@@ -145,6 +146,32 @@ describe('credentials stay with the upload server (issue 18.2)', () => {
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/BITS-Reply-URL .* is http for an https upload/);
     expect(replyHost.seen).toHaveLength(0);
+  });
+});
+
+describe('BITS-Host-Id keeps the credentials (the session moves there, the server said so)', () => {
+  it('a Basic-auth bits serve moving the session to 127.0.0.2: every BITS_POST there is authenticated, sha256-identical', async (ctx) => {
+    const canListen = await new Promise<boolean>((resolve) => {
+      const t = net.createServer();
+      t.once('error', () => resolve(false));
+      t.listen(0, '127.0.0.2', () => t.close(() => resolve(true)));
+    });
+    if (!canListen) ctx.skip();
+    const hostRoot = path.join(dir, 'hostroot');
+    await fsp.mkdir(path.join(hostRoot, 'up'), { recursive: true });
+    const srv = await serve({ root: hostRoot, port: 0, basicAuth: { user: 'alice', password: 'h0st-pw' }, defaults: { hostId: '127.0.0.2', hostIdFallbackTimeout: 5 } });
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: srv.port }, hosts: ['127.0.0.1', '127.0.0.2'] });
+    closers.push(() => proxy.close());
+    const file = path.join(dir, 'hosted.bin');
+    await fsp.writeFile(file, randomBytes(200_000));
+    const r = await upload([file, `http://127.0.0.1:${proxy.port}/up/hosted.bin`, '--user', 'alice:h0st-pw']);
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect(await sha(path.join(hostRoot, 'up', 'hosted.bin'))).toBe(await sha(file));
+    const moved = proxy.requests.filter((q) => q.listener === '127.0.0.2' && q.method === 'BITS_POST');
+    expect(moved.length).toBeGreaterThan(1);
+    // Answered, not refused: the last request there carried the credentials.
+    expect(moved.at(-1)!.headers['authorization'] ?? moved.at(-1)!.headers['Authorization']).toMatch(/^Basic /);
   });
 });
 
