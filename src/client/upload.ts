@@ -196,6 +196,25 @@ async function confirmEmptyEntity(transport: Transport, destination: string, sig
 }
 
 /**
+ * The URL a file is uploaded to: a destination ending in `/` names a folder, and
+ * the file's name is appended percent-encoded, as curl -T does (issue 18.14).
+ * `contentName` is the Content-Name the session carries (encodeContentName), so a
+ * cancel, which knows only the checkpoint's name, reaches the same URL.
+ */
+export function uploadUrlFor(url: string | URL, contentName: string): URL {
+  const u = parseDestinationUrl(typeof url === 'string' ? url : url.href);
+  if (!u.pathname.endsWith('/')) return u;
+  let name: string;
+  try {
+    name = decodeURIComponent(contentName);
+  } catch {
+    name = contentName;
+  }
+  u.pathname += encodeURIComponent(name);
+  return u;
+}
+
+/**
  * Uploads one file over BITS. Resolves when CLOSE-SESSION is acknowledged;
  * throws a BitsError otherwise (resumable ones leave the session on the server
  * and the last checkpoint valid).
@@ -203,12 +222,13 @@ async function confirmEmptyEntity(transport: Transport, destination: string, sig
 export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
   const emit = (e: TransferEvent) => opts.onEvent?.(e);
   const now = opts.now ?? Date.now;
-  const destination = parseDestinationUrl(typeof opts.url === 'string' ? opts.url : opts.url.href).href;
+  const destination = uploadUrlFor(opts.url, encodeContentName(basename(opts.file))).href;
   const origin = new URL(destination).host;
   const src = await statSourceFile(opts.file);
   let step = await initialStep(opts, destination, src, now());
 
-  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, connections: 1 });
+  // The credentials are for the upload server: never for a reply URL on another origin.
+  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, credentialOrigins: opts.transport?.credentialOrigins ?? [destination], connections: 1 });
   const buffers = new FragmentBuffers(opts.file);
   // A checkpoint without a session (a job stopped before CREATE-SESSION) starts from scratch: nothing to resume at.
   const resumedAt = opts.resume && step.state.bitsSessionId !== null ? step.state.bytesTransferred : undefined;
@@ -299,7 +319,7 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
 
         case 'GET-REPLY': {
           emit({ type: 'phase', phase: 'getting-reply' });
-          outcome = await getReply(transport, action.url, { replyFile: opts.replyFile, signal: deadline.signal, now }, emit, (n) => (replyBytes = n)).catch(stopped);
+          outcome = await getReply(transport, action.url, { replyFile: opts.replyFile, signal: deadline.signal, now, destination }, emit, (n) => (replyBytes = n)).catch(stopped);
           if (outcome.type === 'reply-downloaded') deadline.touch();
           break;
         }
@@ -368,6 +388,8 @@ export async function uploadFile(opts: UploadOptions): Promise<UploadResult> {
     }
     let outcome: UploaderOutcome;
     try {
+      // Only the destination and the host BITS-Host-ID moves the session to get BITS_POST; both are the upload server's.
+      transport.trustOrigin?.(new URL(action.url));
       const res = await transport.request({ method: bitsPostMethod(headers, opts.methodOverride), url: new URL(action.url), headers, body, signal: deadline.signal });
       await res.discard();
       lastHint = res.status >= 400 ? res.hint : undefined;
@@ -413,8 +435,8 @@ export interface CancelUploadOptions {
 export async function cancelUpload(url: string | URL, cp: UploadCheckpoint, opts: CancelUploadOptions = {}): Promise<void> {
   const checkpointNow = upgradeUploadCheckpoint(cp);
   if (!checkpointNow || checkpointNow.bitsSessionId === null) return; // nothing exists on the server
-  const destination = parseDestinationUrl(typeof url === 'string' ? url : url.href).href;
-  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, connections: 1 });
+  const destination = uploadUrlFor(url, checkpointNow.sourceEntityName).href;
+  const transport: Transport = opts.httpTransport ?? new HttpTransport({ ...opts.transport, credentialOrigins: opts.transport?.credentialOrigins ?? [destination], connections: 1 });
   const deadline = new ProgressDeadline(opts.noProgressTimeoutMs ?? DEFAULT_CANCEL_TIMEOUT_MS, checkpointNow.highWaterMark, Date.now, opts.signal);
   const budget = new RetryBudget(deadline, { userSignal: opts.signal, policy: retryPolicy(opts) });
   let lastTransportError: unknown;

@@ -72,6 +72,7 @@ export function transportFromSettings(s: TransportSettings, io: TransportIO = {}
 
   result.tls = loadTlsFiles({ cacert: s.cacert, cert: s.cert, key: s.key, insecure: s.insecure === true });
   if (s.limitRateBytesPerSec !== undefined && s.limitRateBytesPerSec > 0) result.limitRateBytesPerSec = s.limitRateBytesPerSec;
+  if (s.redirects !== undefined) result.redirects = s.redirects;
   return result;
 }
 

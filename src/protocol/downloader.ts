@@ -48,6 +48,8 @@ export interface SourceState {
   ignoresRanges: boolean;
   /** Why the source is no longer used. */
   dropped?: string;
+  /** Where the source's redirects led last (src/client/download/redirects.ts): asked first, `url` again if it fails. */
+  finalUrl?: string;
 }
 
 /** One GET for FRAGMENT_RANGES of a segment. */

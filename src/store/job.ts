@@ -301,7 +301,7 @@ export function validateJob(v: unknown, where = 'job'): Job {
     checkFields(`${where} transport`, t, {
       requestTimeoutMs: nonNegInt, responseTimeoutMs: nonNegInt, connectTimeoutMs: nonNegInt, proxy: str, proxyUser: str,
       cacert: str, cert: str, key: str, insecure: bool, limitRateBytesPerSec: nonNegInt, user: str, headers: stringMap,
-      credentialSource: jsonObject, proxyCredentialSource: jsonObject,
+      credentialSource: jsonObject, proxyCredentialSource: jsonObject, redirects: oneOf(['follow', 'report', 'refuse', 'allow-https-to-http']),
     }, []);
     for (const k of ['credentialSource', 'proxyCredentialSource'] as const) {
       if (t[k] !== undefined) checkFields(`${where} transport ${k}`, t[k] as Record<string, unknown>, { kind: oneOf(['env', 'prompt', 'flag']), user: str }, ['kind', 'user']);

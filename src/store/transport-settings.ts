@@ -35,6 +35,8 @@ export type TransportSettings = {
   /** Where the server and proxy passwords came from, so resume asks the same way. */
   credentialSource?: StoredCredentialSource;
   proxyCredentialSource?: StoredCredentialSource;
+  /** --redirects (download): absent = follow. */
+  redirects?: 'follow' | 'report' | 'refuse' | 'allow-https-to-http';
 };
 
 /** The settings safe to persist: no proxy password, no secret header. Applied by the store on every write. */

@@ -38,6 +38,32 @@ export function redactSecrets(text: string): string {
   return out;
 }
 
+/** Headers that carry a credential by their name (RFC 7235, RFC 6265, GitLab, AWS, common API keys). */
+const CREDENTIAL_HEADERS = new Set([
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'private-token',
+  'job-token',
+  'x-api-key',
+  'api-key',
+  'x-auth-token',
+  'x-amz-security-token',
+  'x-csrf-token',
+  'x-xsrf-token',
+]);
+
+/**
+ * Whether a header given with -H is a credential: the names above, and any name
+ * with a word such as token, secret, key, auth, password, session or signature
+ * in it (X-Secret-Token, X-Goog-Api-Key, X-Session-Id). Such headers go only to
+ * the origin they were given for (src/transport/http.ts).
+ */
+export function isCredentialHeader(name: string): boolean {
+  const n = name.trim().toLowerCase();
+  return CREDENTIAL_HEADERS.has(n) || /(^|[-_])(token|secret|api-?key|key|auth|authorization|password|passwd|session|signature|credentials?)($|[-_])/.test(n);
+}
+
 /** The URL without user:password, for messages and storage. */
 export function stripUrlCredentials(url: string | URL): string {
   try {

@@ -24,13 +24,13 @@ import { getHeader, H } from '../protocol/headers.js';
 import { PassThrough, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Client, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
-import { AuthError, BitsError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
+import { AuthError, BitsError, ProtocolError, ServerError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
 import { HRESULT, parseHresult } from '../protocol/hresult.js';
 import { VERSION } from '../version.js';
 import { noteBufferChurn } from '../memory.js';
 import { parseChallenges } from './auth/challenge.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
-import { Credentials, proxyCredentialsFromEnv, type CredentialProvider, type CredentialSource } from './credentials.js';
+import { Credentials, isCredentialHeader, proxyCredentialsFromEnv, type CredentialProvider, type CredentialSource } from './credentials.js';
 import {
   answerProxyChallenge,
   createProxyConnector,
@@ -48,6 +48,18 @@ import { RateLimiter, ThrottleTransform } from './throttle.js';
 import { describeTlsError, refusalHint, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
 
 export const USER_AGENT = `bits/${VERSION} (+MC-BUP; Node.js)`;
+
+/**
+ * What a 3xx to GET/HEAD does, after Windows BITS' BG_JOB_ENABLE_HTTP_REDIRECT
+ * policies: follow (ALLOW_SILENT), report (ALLOW_REPORT: followed, the final URL
+ * reported), refuse (DISALLOW: exit 5) and allow-https-to-http (ALLOW_HTTPS_TO_HTTP).
+ * Without the last one an https URL never leads to http.
+ */
+export type RedirectPolicy = 'follow' | 'report' | 'refuse' | 'allow-https-to-http';
+export const REDIRECT_POLICIES: readonly RedirectPolicy[] = ['follow', 'report', 'refuse', 'allow-https-to-http'];
+/** Hops followed from one request (curl's --max-redirs default is 50, wget's 20, Chrome's 20; BITS stops a loop too). */
+export const MAX_REDIRECTS = 10;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 export interface TransportOptions {
   /** §3.1.2.1 upload request timeout: 2 minutes by default. */
@@ -86,6 +98,15 @@ export interface TransportOptions {
   env?: NodeJS.ProcessEnv;
   /** Where warnings go (the --insecure notice); stderr by default. */
   warn?: (message: string) => void;
+  /** 3xx answers to GET and HEAD (default 'follow'); other methods never follow one. */
+  redirects?: RedirectPolicy;
+  /**
+   * The origins (scheme://host:port) the server credentials and credential-like
+   * `headers` were given for: nothing of them goes anywhere else (a redirect target,
+   * a reply URL on another host), even when it answers 401. Default: the first origin
+   * that uses them (credential headers: the first request; credentials: the first 401).
+   */
+  credentialOrigins?: string[];
 }
 
 export type RequestBody = Buffer | Uint8Array | string | Readable | AsyncIterable<Uint8Array>;
@@ -119,6 +140,8 @@ export interface HttpResponse {
   hint?: string;
   /** https: whether the server sent a TLS CertificateRequest on this connection (undefined: unknown). */
   clientCertificateRequested?: boolean;
+  /** The URL that answered: the request's, or where its redirects led. */
+  url?: URL;
 }
 
 /**
@@ -129,6 +152,8 @@ export interface HttpResponse {
 export interface Transport {
   request(req: HttpRequest): Promise<HttpResponse>;
   close(): Promise<void>;
+  /** Lets the server credentials go to this origin too (HttpTransport.trustOrigin). */
+  trustOrigin?(url: URL): void;
 }
 
 type ResolvedOptions = Required<Pick<TransportOptions, 'requestTimeoutMs' | 'responseTimeoutMs' | 'connectTimeoutMs' | 'connections' | 'userAgent'>> & {
@@ -247,6 +272,8 @@ export class HttpTransport implements Transport {
   private readonly proxyCredentials?: CredentialProvider;
   private readonly limiter?: RateLimiter;
   private readonly extra: TransportOptions;
+  /** Where server credentials may go (see TransportOptions.credentialOrigins); filled by the first request if not given. */
+  private readonly credentialOrigins = new Set<string>();
   private closed = false;
 
   constructor(options: TransportOptions = {}) {
@@ -259,6 +286,7 @@ export class HttpTransport implements Transport {
       userAgent: options.userAgent ?? USER_AGENT,
     };
     this.extra = options;
+    for (const o of options.credentialOrigins ?? []) this.credentialOrigins.add(new URL(o).origin);
     this.credentials = toProvider(options.credentials);
     this.proxyCredentials = toProvider(options.proxyCredentials);
     if (options.limitRateBytesPerSec && options.limitRateBytesPerSec > 0) this.limiter = new RateLimiter(options.limitRateBytesPerSec);
@@ -362,12 +390,59 @@ export class HttpTransport implements Transport {
     return pool;
   }
 
+  /**
+   * Lets the server credentials go to `url`'s origin too: for a host the server
+   * itself moves the upload session to (BITS-Host-ID), never for a redirect or reply URL.
+   */
+  trustOrigin(url: URL): void {
+    this.credentialOrigins.add(url.origin);
+  }
+
+  /** Whether credentials may go to `url`; the first origin asking binds them when none were named. */
+  private trusts(url: URL): boolean {
+    if (this.credentialOrigins.size === 0) this.credentialOrigins.add(url.origin);
+    return this.credentialOrigins.has(url.origin);
+  }
+
+  /**
+   * One request; a 3xx to GET or HEAD is followed under the redirect policy (a 303
+   * keeps the method: only GET and HEAD follow, and a HEAD stays a HEAD). Any other
+   * method answered with a redirect fails naming the Location: MC-BUP §3.1.5.2.1
+   * returns statuses it does not name to the higher layer, and a BITS session
+   * lives on one server (only BITS-Host-ID moves it), so BITS_POST never follows.
+   */
   async request(req: HttpRequest): Promise<HttpResponse> {
     if (this.closed) throw new TransportError('transport is closed');
     if (req.url.username || req.url.password) {
       // The URL ends up in job stores and messages: a password in it would leak.
       throw new UsageError('credentials in the URL are not accepted: use --user NAME (password prompted) or BITS_USER/BITS_PASSWORD');
     }
+    const follows = req.method === 'GET' || req.method === 'HEAD';
+    const policy = this.extra.redirects ?? 'follow';
+    let hop = req;
+    for (let hops = 0; ; hops++) {
+      const res = await this.requestOnce(hop);
+      const location = res.headers['location'];
+      if (!REDIRECT_STATUSES.has(res.status) || location === undefined) return res;
+      await res.discard();
+      const what = `${req.headers?.['BITS-Packet-Type'] ?? req.method} ${hop.url.href}`;
+      const target = redirectTarget(location, hop.url, res.status);
+      const refused = (why: string) =>
+        new ServerError(
+          { httpStatus: res.status, request: req.headers?.['BITS-Packet-Type'] ?? req.method, url: hop.url.href, transient: false },
+          `${what} was redirected (HTTP ${res.status}) to ${target.href}: ${why}`,
+        );
+      if (!follows) throw refused(`a BITS upload session is not redirected (MC-BUP §3.1.5.2.1); upload to ${target.href} instead`);
+      if (policy === 'refuse') throw refused('not followed (--redirects refuse)');
+      if (hops >= MAX_REDIRECTS) throw new ProtocolError(`too many redirects: more than ${MAX_REDIRECTS} from ${req.url.href} (the last to ${target.href})`, { httpStatus: res.status });
+      if (hop.url.protocol === 'https:' && target.protocol === 'http:' && policy !== 'allow-https-to-http') {
+        throw new ProtocolError(`${what} was redirected to ${target.href}: refusing to go from https to http (--redirects allow-https-to-http allows it)`, { httpStatus: res.status });
+      }
+      hop = { ...req, url: target };
+    }
+  }
+
+  private async requestOnce(req: HttpRequest): Promise<HttpResponse> {
     for (let attempt = 0; ; attempt++) {
       const lease = await this.poolFor(req.url).acquire(req.signal);
       try {
@@ -413,10 +488,15 @@ export class HttpTransport implements Transport {
     const route = lease.route;
     const forward = route.kind === 'forward' ? route : undefined;
     const proxyProgress: ProxyAuthProgress | undefined = forward ? startProxyAuth(forward.auth) : undefined;
+    const given = lowerKeys(this.options.headers);
+    const secret = Object.keys(given).filter(isCredentialHeader);
+    if (secret.length > 0 && !this.trusts(req.url)) for (const k of secret) delete given[k];
     for (let round = 0; round < 10; round++) {
       const headers: Record<string, string> = {
         'user-agent': this.options.userAgent,
-        ...lowerKeys(this.options.headers),
+        // Compressed bytes cannot be resumed by range nor checked against the length: ask for none.
+        'accept-encoding': 'identity',
+        ...given,
         ...lowerKeys(req.headers ?? {}),
       };
       if (session) headers['authorization'] = session.authorization(info);
@@ -484,6 +564,11 @@ export class HttpTransport implements Transport {
       };
       if (next === 'rejected') await fail(`${where} rejected the credentials for ${this.userLabel()} (HTTP 401, ${session!.scheme})`);
       if (next === 'unsupported') {
+        if (this.credentials && !this.trusts(req.url)) {
+          await fail(
+            `${where} requires authentication (HTTP 401, offers ${offeredSchemes(challenges)}), but the credentials were given for ${[...this.credentialOrigins].join(', ')} and are not sent to another origin`,
+          );
+        }
         if (!this.credentials) await fail(`${where} requires authentication (HTTP 401, offers ${offeredSchemes(challenges)}): give --user NAME or set BITS_USER`);
         let creds: Credentials;
         try {
@@ -655,6 +740,7 @@ export class HttpTransport implements Transport {
     return {
       status: res.statusCode,
       headers: h,
+      url: req.url,
       ...(hint ? { hint } : {}),
       ...(certificateRequested !== undefined ? { clientCertificateRequested: certificateRequested } : {}),
       get body() {
@@ -761,6 +847,27 @@ async function dump(res: Dispatcher.ResponseData): Promise<void> {
   } catch {
     /* the connection is dropped instead of reused: harmless */
   }
+}
+
+/**
+ * A Location resolved against the URL that answered (RFC 7231 §7.1.2: it may be
+ * relative). User info in it is dropped: credentials come from the user, never a server.
+ */
+function redirectTarget(location: string, base: URL, status: number): URL {
+  let u: URL;
+  try {
+    u = new URL(location, base);
+  } catch {
+    throw new ProtocolError(`${base.host} redirected (HTTP ${status}) to an invalid Location ${JSON.stringify(location)}`, { httpStatus: status });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new ProtocolError(`${base.host} redirected (HTTP ${status}) to ${JSON.stringify(location)}: only http and https are followed`, { httpStatus: status });
+  }
+  u.username = '';
+  u.password = '';
+  // RFC 7231 §7.1.2: a Location without a fragment inherits the request's.
+  if (!u.hash && base.hash) u.hash = base.hash;
+  return u;
 }
 
 /** The absolute-form request-target (RFC 7230 §5.3.2): the URL without fragment. */

@@ -39,6 +39,11 @@ export function register(program: Command): void {
     .option('--sha256 <hex>', 'verify the result; on a mismatch nothing is written to the output')
     .option('--fragment-size <size>', 'most bytes per GET, e.g. 8M (default: the whole remaining range in one GET, checkpointed every 4 MiB)')
     .addOption(noProgressTimeoutOption('give up (resumably) after this long without a byte received'))
+    .addOption(
+      new Option('--redirects <policy>', 'on a 301/302/303/307/308: follow (up to 10, never https to http), report (follow, warn with the final URL), refuse (exit 5), allow-https-to-http')
+        .choices(['follow', 'report', 'refuse', 'allow-https-to-http'])
+        .default('follow'),
+    )
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
@@ -83,6 +88,7 @@ Examples:
       }
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
+      if (opts.redirects !== undefined && opts.redirects !== 'follow') settings.redirects = opts.redirects as NonNullable<typeof settings.redirects>;
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };

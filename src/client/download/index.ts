@@ -52,6 +52,7 @@ import { stateSize } from './probe.js';
 import { RestartRequired, runWorkers, type SegmentHost } from './segments.js';
 import { FileSink, StreamSink, type Sink } from './sinks.js';
 import { streamWhole } from './stream.js';
+import { SourceRoutes } from './redirects.js';
 
 export { PARTIAL_SUFFIX } from './partial.js';
 export type { DownloadOptions, DownloadResult, DownloadRunOptions } from './options.js';
@@ -126,12 +127,19 @@ class Download implements SegmentHost {
     this.force = set.force;
     this.segmentsWanted = set.segments;
     this.deadline = this.newDeadline(0);
+    let inner: Transport;
     if (opts.httpTransport) {
-      this.transport = opts.httpTransport;
+      inner = opts.httpTransport;
     } else {
-      this.ownTransport = new HttpTransport({ ...opts.transport, connections: Math.max(1, this.segmentsWanted, opts.transport?.connections ?? 1) });
-      this.transport = this.ownTransport;
+      this.ownTransport = new HttpTransport({
+        ...opts.transport,
+        // The credentials are for the URLs the user named, not for where they redirect.
+        credentialOrigins: opts.transport?.credentialOrigins ?? [this.url, ...this.mirrors],
+        connections: Math.max(1, this.segmentsWanted, opts.transport?.connections ?? 1),
+      });
+      inner = this.ownTransport;
     }
+    this.transport = new SourceRoutes(inner, () => this.sources, opts.transport?.redirects ?? 'follow', this.emit);
   }
 
   // -------------------------------------------------------------------------
@@ -376,6 +384,7 @@ class Download implements SegmentHost {
         for (const s of this.sources) {
           // Every source is asked again: a mirror may have the new version too.
           delete s.dropped;
+          delete s.finalUrl;
           s.validators = {};
           s.singleRangeOnly = false;
           s.ignoresRanges = false;

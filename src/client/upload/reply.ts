@@ -6,7 +6,7 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Writable } from 'node:stream';
-import { BitsError, LocalFileError } from '../../errors.js';
+import { AuthError, BitsError, LocalFileError, ProtocolError } from '../../errors.js';
 import { classifyHttpFailure, parseRetryAfter } from '../../protocol/failure.js';
 import type { UploaderOutcome } from '../../protocol/uploader.js';
 import type { Transport } from '../../transport/http.js';
@@ -18,6 +18,8 @@ export interface ReplyOptions {
   /** The no-progress deadline's signal (it includes the user's). */
   signal: AbortSignal;
   now: () => number;
+  /** The upload's URL: an https upload's reply is never fetched over http. */
+  destination?: string;
 }
 
 export async function getReply(
@@ -30,6 +32,10 @@ export async function getReply(
   if (opts.replyFile === undefined) {
     emit({ type: 'warning', message: `the server sent a reply (${url}); pass --reply-file PATH to save it` });
     return { type: 'reply-downloaded' };
+  }
+  if (opts.destination !== undefined && new URL(opts.destination).protocol === 'https:' && new URL(url).protocol === 'http:') {
+    // The reply is the server application's answer to what was uploaded over TLS.
+    throw new ProtocolError(`the server's BITS-Reply-URL ${url} is http for an https upload: refusing to fetch the reply without TLS`);
   }
   try {
     const res = await transport.request({ method: 'GET', url: new URL(url), headers: { Accept: '*/*', 'Accept-Encoding': 'identity' }, signal: opts.signal });
@@ -59,7 +65,10 @@ export async function getReply(
     return { type: 'reply-downloaded' };
   } catch (e) {
     if (opts.signal.aborted) throw e;
-    if (e instanceof BitsError) return { type: 'reply-failed', message: e.message, retryable: e.disposition === 'retry' };
+    // The transport's own account of a 401 (e.g. credentials not sent to the reply's other origin) is the one to show.
+    if (e instanceof AuthError) throw e;
+    // The status goes along: without it a refusal would read as a network fault and be retried.
+    if (e instanceof BitsError) return { type: 'reply-failed', message: e.message, retryable: e.disposition === 'retry', ...(e.httpStatus !== undefined ? { httpStatus: e.httpStatus } : {}) };
     const code = (e as NodeJS.ErrnoException).code;
     if (code && /^E[A-Z]+$/.test(code) && (e as NodeJS.ErrnoException).path) {
       throw new LocalFileError(`${opts.replyFile}: cannot write the reply: ${(e as Error).message}`, opts.replyFile, { cause: e });
