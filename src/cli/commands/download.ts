@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
+import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 
@@ -42,6 +43,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
+  addBackgroundOptions(cmd);
   cmd.addHelpText(
     'after',
     `
@@ -81,6 +83,8 @@ Examples:
         if (segments !== undefined && segments > 1) throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
+      const background = backgroundRequest(opts);
+      if (background && output === '-') throw new UsageError('-o - cannot run in the background (stdout belongs to this process)');
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       const { transportFromSettings } = await import('../../jobs/transport.js');
@@ -116,6 +120,7 @@ Examples:
             transport: settings,
           },
         );
+        if (background) return queueBackgroundJob(store, job, background, outOpts);
         await executeJob(store, job, {
           ...outOpts,
           transport,

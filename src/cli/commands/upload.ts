@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import { runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
+import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
 
 /** §6 note 10: Windows sends fragments of 5 KB to 13 MB. */
 const MIN_FRAGMENT = 5 * 1024;
@@ -34,6 +35,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
+  addBackgroundOptions(cmd);
   cmd.addHelpText(
     'after',
     `
@@ -72,6 +74,7 @@ Examples:
       if (replyFile === '-' && opts.json === true) {
         throw new UsageError('the reply cannot go to stdout with --json; use --reply-file PATH');
       }
+      const background = backgroundRequest(opts);
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       const { transportFromSettings } = await import('../../jobs/transport.js');
@@ -91,6 +94,7 @@ Examples:
         requireReply: replyFile !== undefined,
         transport: settings,
       });
+      if (background) return queueBackgroundJob(store, job, background, { json: opts.json === true, quiet: opts.quiet === true });
       await executeJob(store, job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
