@@ -8,8 +8,9 @@
  * - takeover: a background job left `transferring` by a dead process (an
  *   agent killed with SIGKILL) is claimed again and continues from its
  *   checkpoint;
- * - retry: a run that gave up on a transient failure (disposition 'retry':
- *   its own no-progress deadline passed) is queued again after the retry
+ * - retry: a run that ended suspended with an error (outcomeForError: a
+ *   transient failure whose own no-progress deadline passed, or a local one
+ *   such as a full disk) is queued again after the retry
  *   delay (BITS MinimumRetryDelay), until the job has made no progress for
  *   its background no-progress timeout (BITS NoProgressTimeout), when it
  *   fails (state error);
@@ -25,7 +26,7 @@
 import { spawn } from 'node:child_process';
 import { InterruptedError, toBitsError } from '../errors.js';
 import type { TransferEvent } from '../client/events.js';
-import { compareQueue, isBackground, isTerminal, type Job, type JobStore } from '../store/index.js';
+import { compareQueue, isBackground, priorityRank, isTerminal, type Job, type JobStore } from '../store/index.js';
 import { sleep } from '../store/process.js';
 import { runJob } from './runner.js';
 import { runnerAlive } from './running.js';
@@ -58,12 +59,15 @@ export interface AgentOptions {
   signal?: AbortSignal;
 }
 
+/** stop: the agent stops or preempts the job, which is queued again. */
 type StopReason = 'stop' | 'suspend' | 'cancel';
 interface Slot {
   ctrl: AbortController;
   why?: StopReason;
   done: Promise<void>;
 }
+
+const rank = (j: Job) => priorityRank(j.priority);
 
 /** The job's no-progress timeout across the agent's retries. */
 export function backgroundTimeoutMs(job: Job): number {
@@ -113,7 +117,7 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     if (why === 'stop' && j.state === 'suspended') {
       // The agent stopping is not the job's business: the next agent continues it.
       await store.update(id, { state: 'queued' });
-      log(`job ${id}: interrupted by the agent stopping; queued for the next agent`);
+      log(`job ${id}: interrupted; queued again`);
       return;
     }
     if (why === 'suspend') {
@@ -124,7 +128,8 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     if (j.state === 'queued' || (j.state === 'transferring' && !runnerAlive(j))) {
       // Failed before the run claimed it (e.g. credentials that must be typed): retrying would fail the same way.
       j = await store.update(id, { state: 'error', lastError: jobErrorFrom(e), runner: undefined });
-    } else if (e.disposition === 'retry' && j.state === 'suspended') {
+    } else if (j.state === 'suspended' && !(e instanceof InterruptedError)) {
+      // Suspended with an error is what the one outcome rule makes of a transient failure (or a local one, like a full disk) once the run's own deadline passed.
       const now = Date.now();
       const progressed = j.stalledBytes === undefined || j.bytesDone > j.stalledBytes || j.stalledSince === undefined;
       const stalledSince = progressed ? now : Date.parse(j.stalledSince!);
@@ -177,9 +182,17 @@ export async function runAgent(opts: AgentOptions): Promise<void> {
     const eligible = (j: Job) =>
       isBackground(j) && !running.has(j.id) && j.suspendRequested === undefined && j.cancelRequested === undefined &&
       ((j.state === 'queued' && (j.retryAt === undefined || Date.parse(j.retryAt) <= now)) || (j.state === 'transferring' && !runnerAlive(j, now)));
-    for (const j of jobs.filter(eligible).sort(compareQueue)) {
-      if (running.size >= opts.concurrency) break;
-      start(j);
+    const queue = jobs.filter(eligible).sort(compareQueue);
+    while (queue.length > 0 && running.size < opts.concurrency) start(queue.shift()!);
+    // BITS preempts: a waiting job of higher priority stops the lowest running one, which is queued again.
+    const next = queue[0];
+    const active = [...running.keys()].map((id) => byId.get(id)).filter((j): j is Job => j !== undefined && !running.get(j.id)!.why);
+    const worst = active.sort(compareQueue).at(-1);
+    if (next && worst && rank(next) < rank(worst)) {
+      const slot = running.get(worst.id)!;
+      slot.why = 'stop';
+      log(`job ${worst.id}: preempted by job ${next.id} (priority ${next.priority})`);
+      slot.ctrl.abort(new InterruptedError(`job ${worst.id} preempted by a job of higher priority`));
     }
     const waiting = jobs.some((j) => isBackground(j) && !isTerminal(j.state) && (j.state === 'queued' || (j.state === 'transferring' && !runnerAlive(j, now))));
     if (running.size > 0 || waiting || hooks.size > 0) idleSince = now;

@@ -54,6 +54,7 @@ export {
   progressPercent,
   resumesByItself,
   compareQueue,
+  priorityRank,
   isBackground,
   jobExitCode,
   waitIsOver,

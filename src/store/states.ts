@@ -98,10 +98,15 @@ export function isBackground(job: Pick<Job, 'priority'>): boolean {
 
 const PRIORITY_RANK: Record<NonNullable<Job['priority']>, number> = { high: 0, normal: 1, low: 2 };
 
+/** 0 = high: lower runs first. */
+export function priorityRank(p: Job['priority']): number {
+  return PRIORITY_RANK[p ?? 'normal'];
+}
+
 /** The agent's queue order: priority (high first), then first queued first, as BITS schedules. */
 export function compareQueue(a: Job, b: Job): number {
-  const pa = PRIORITY_RANK[a.priority ?? 'normal'];
-  const pb = PRIORITY_RANK[b.priority ?? 'normal'];
+  const pa = priorityRank(a.priority);
+  const pb = priorityRank(b.priority);
   if (pa !== pb) return pa - pb;
   return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : 1;
 }

@@ -1,0 +1,63 @@
+/**
+ * Shared by the agent tests: a per-test BITS_HOME, reading jobs through the
+ * built `bits list --json`, and stopping every agent a test started (bounded).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { runBits, type RunResult } from '../helpers/cli.js';
+import { jsonLines, listJobs, type JobJson } from '../jobs/helpers.js';
+
+export { ensureFreshBuild, jsonLines } from '../jobs/helpers.js';
+
+export function agentPid(home: string): number | undefined {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(home, 'agent.lock'), 'utf8')) as { pid: number };
+    process.kill(v.pid, 0);
+    return v.pid;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function bits(home: string, args: string[], extra: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  return runBits(args, { env: { BITS_HOME: home, ...extra.env }, timeoutMs: extra.timeoutMs ?? 30_000, ...(extra.cwd ? { cwd: extra.cwd } : {}) });
+}
+
+export async function job(home: string, id: string): Promise<JobJson & Record<string, unknown>> {
+  const { jobs } = await listJobs(home);
+  const j = jobs.find((x) => x.id === id);
+  if (!j) throw new Error(`job ${id} not in bits list`);
+  return j as JobJson & Record<string, unknown>;
+}
+
+/** Polls until `pred` holds; throws after timeoutMs. */
+export async function until<T>(what: string, fn: () => Promise<T>, pred: (v: T) => boolean, timeoutMs = 20_000, stepMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; ; i++) {
+    const v = await fn();
+    if (pred(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${JSON.stringify(v)}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** `bits agent stop`, then SIGKILL whatever still holds the lock: no test leaves an agent behind. */
+export async function stopAgent(home: string): Promise<void> {
+  await bits(home, ['agent', 'stop', '--timeout', '15'], { timeoutMs: 20_000 }).catch(() => undefined);
+  const pid = agentPid(home);
+  if (pid !== undefined) process.kill(pid, 'SIGKILL');
+}
+
+export function queuedId(r: RunResult): string {
+  const q = jsonLines(r.stdout).find((o) => o.type === 'queued');
+  if (!q) throw new Error(`no queued object (exit ${r.code}): ${r.stdout} ${r.stderr}`);
+  return q.jobId as string;
+}
+
+export function agentLog(home: string): string {
+  try {
+    return fs.readFileSync(path.join(home, 'agent.log'), 'utf8');
+  } catch {
+    return '';
+  }
+}
