@@ -47,8 +47,7 @@ After=network-online.target
 [Service]
 Type=simple
 ExecStart=${systemdArg(inp.node)} ${systemdArg(inp.bin)} agent
-${env}Environment=BITS_AGENT_DETACHED=1
-Restart=on-failure
+${env}Restart=on-failure
 RestartSec=30
 
 [Install]

@@ -108,3 +108,40 @@ export async function queueBackgroundJob(store: JobStore, job: Job, req: Backgro
   await queueInBackground(store, job, req, out, timeoutS * 1000);
   return 0;
 }
+
+/**
+ * `bits resume` of a background job (or with --priority high|normal|low):
+ * queue it again for the agent instead of running it here. Returns false
+ * when the job is to run in the foreground (priority foreground drops the
+ * job's background priority).
+ */
+export async function requeueIfBackground(
+  store: JobStore,
+  job: Job,
+  priority: string | undefined,
+  out: OutputOptions,
+  transport: Partial<import('../store/index.js').TransportSettings>,
+): Promise<boolean> {
+  if (priority === 'foreground') {
+    if (job.priority !== undefined) await store.update(job.id, { priority: undefined, retryAt: undefined });
+    return false;
+  }
+  const target = (priority ?? job.priority) as BackgroundPriority | undefined;
+  if (target === undefined) return false;
+  const { overrideTransportSettings } = await import('../store/index.js');
+  const { settingsOf } = await import('../jobs/transport.js');
+  const settings = overrideTransportSettings(settingsOf(job), transport);
+  const queued = await store.update(job.id, {
+    state: 'queued',
+    priority: target,
+    retryAt: undefined,
+    suspendRequested: undefined,
+    stalledSince: undefined,
+    stalledBytes: undefined,
+    runner: undefined,
+    ...(Object.keys(transport).length > 0 ? { transport: settings } : {}),
+  });
+  const agent = await ensureAgent(store);
+  announceQueued(queued, agent.pid, out);
+  return true;
+}
