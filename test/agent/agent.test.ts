@@ -4,55 +4,32 @@
  * `bits wait` bringing it back, priority with concurrency 1, a server outage
  * retried by the agent alone, and --on-complete's environment.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startServer, type RunningServer } from '../../src/server/index.js';
-import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
-import { agentLog, agentPid, bits, ensureFreshBuild, job, queuedId, stopAgent, until } from './helpers.js';
+import { makeRandomFile, sha256File } from '../helpers/files.js';
+import { agentFixture, agentLog, agentPid, bits, job, queuedId, until } from './helpers.js';
 
-let tmp: { dir: string; cleanup: () => Promise<void> };
-let root: string;
-let server: RunningServer;
-const homes: string[] = [];
+const fx = agentFixture('bits-agent-');
+
 let n = 0;
-
 function newHome(): string {
-  const home = path.join(tmp.dir, `home-${++n}`);
-  fs.mkdirSync(home);
-  homes.push(home);
-  return home;
+  return fx.home(`home-${++n}`);
 }
 
 async function source(name: string, size: number): Promise<{ file: string; sha: string }> {
-  const file = path.join(tmp.dir, name);
+  const file = path.join(fx.dir, name);
   await makeRandomFile(file, size, size);
   return { file, sha: await sha256File(file) };
 }
-
-beforeAll(async () => {
-  await ensureFreshBuild();
-  tmp = await makeTempDir('bits-agent-');
-  root = path.join(tmp.dir, 'root');
-  fs.mkdirSync(path.join(root, 'up'), { recursive: true });
-  server = await startServer({ root, port: 0 });
-}, 180_000);
-
-afterEach(async () => {
-  for (const h of homes.splice(0)) await stopAgent(h);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await tmp?.cleanup();
-});
 
 describe('bits agent', () => {
   it('an upload queued with --background returns at once; the agent, SIGKILLed mid-transfer, is brought back by bits wait; sha256-identical', async () => {
     const home = newHome();
     const { file, sha } = await source('kill.bin', 2 * 1024 * 1024);
     const t0 = Date.now();
-    const q = await bits(home, ['upload', '--background', '--json', '--fragment-size', '64K', '--limit-rate', '400K', file, `${server.url}/up/kill.bin`]);
+    const q = await bits(home, ['upload', '--background', '--json', '--fragment-size', '64K', '--limit-rate', '400K', file, `${fx.server.url}/up/kill.bin`]);
     const took = Date.now() - t0;
     expect(q.code, q.stderr).toBe(0);
     expect(took).toBeLessThan(2000);
@@ -67,7 +44,7 @@ describe('bits agent', () => {
     expect(w.code, w.stderr).toBe(0);
     expect(w.stderr).toMatch(/started the agent/);
     expect(agentLog(home)).toMatch(new RegExp(`job ${id}: start .*taking over from dead pid ${pid}`));
-    expect(await sha256File(path.join(root, 'up', 'kill.bin'))).toBe(sha);
+    expect(await sha256File(path.join(fx.root, 'up', 'kill.bin'))).toBe(sha);
   }, 90_000);
 
   it('with concurrency 1, a high-priority job queued after a low one finishes first', async () => {
@@ -75,10 +52,10 @@ describe('bits agent', () => {
     expect((await bits(home, ['config', 'set', 'agent.concurrency', '1'])).code).toBe(0);
     const low = await source('low.bin', 1024 * 1024);
     const high = await source('high.bin', 256 * 1024);
-    const ql = await bits(home, ['upload', '--priority', 'low', '--json', '--fragment-size', '64K', '--limit-rate', '300K', low.file, `${server.url}/up/low.bin`]);
+    const ql = await bits(home, ['upload', '--priority', 'low', '--json', '--fragment-size', '64K', '--limit-rate', '300K', low.file, `${fx.server.url}/up/low.bin`]);
     const lowId = queuedId(ql);
     await until('the low job to start', () => job(home, lowId), (j) => j.running);
-    const qh = await bits(home, ['upload', '--priority', 'high', '--json', '--fragment-size', '64K', '--limit-rate', '300K', high.file, `${server.url}/up/high.bin`]);
+    const qh = await bits(home, ['upload', '--priority', 'high', '--json', '--fragment-size', '64K', '--limit-rate', '300K', high.file, `${fx.server.url}/up/high.bin`]);
     const highId = queuedId(qh);
     const w = await bits(home, ['wait', '--json', lowId, highId], { timeoutMs: 60_000 });
     expect(w.code, w.stderr).toBe(0);
@@ -86,14 +63,14 @@ describe('bits agent', () => {
     expect(done(highId)).toBeGreaterThan(0);
     expect(done(lowId)).toBeGreaterThan(done(highId));
     expect(agentLog(home)).toMatch(new RegExp(`job ${lowId}: preempted by job ${highId}`));
-    expect(await sha256File(path.join(root, 'up', 'low.bin'))).toBe(low.sha);
-    expect(await sha256File(path.join(root, 'up', 'high.bin'))).toBe(high.sha);
+    expect(await sha256File(path.join(fx.root, 'up', 'low.bin'))).toBe(low.sha);
+    expect(await sha256File(path.join(fx.root, 'up', 'high.bin'))).toBe(high.sha);
   }, 90_000);
 
   it('a server stopped mid-transfer is retried by the agent after the retry delay, with no command typed', async () => {
     const home = newHome();
     expect((await bits(home, ['config', 'set', 'agent.retry-delay', '1'])).code).toBe(0);
-    const own = await startServer({ root, port: 0 });
+    const own = await startServer({ root: fx.root, port: 0 });
     const port = Number(new URL(own.url).port);
     let restarted: RunningServer | undefined;
     try {
@@ -104,10 +81,10 @@ describe('bits agent', () => {
       await own.close();
       await until('the agent to schedule a retry', async () => agentLog(home), (l) => l.includes(`job ${id}: `) && /retrying at/.test(l), 20_000);
       await new Promise((r) => setTimeout(r, 3000));
-      restarted = await startServer({ root, port });
+      restarted = await startServer({ root: fx.root, port });
       const done = await until('the job to complete', () => job(home, id), (j) => j.state === 'complete', 40_000, 250);
       expect(done.bytesDone).toBe(1024 * 1024);
-      expect(await sha256File(path.join(root, 'up', 'outage.bin'))).toBe(sha);
+      expect(await sha256File(path.join(fx.root, 'up', 'outage.bin'))).toBe(sha);
     } finally {
       await restarted?.close();
     }
@@ -116,9 +93,9 @@ describe('bits agent', () => {
   it('--on-complete runs through the shell with the BITS_JOB_* variables; a failing command leaves the job complete', async () => {
     const home = newHome();
     const { file } = await source('hook.bin', 100_000);
-    const out = path.join(tmp.dir, 'hook-env.txt');
+    const out = path.join(fx.dir, 'hook-env.txt');
     const cmd = `env | grep '^BITS_JOB_' | sort > '${out}'; exit 3`;
-    const q = await bits(home, ['upload', '--background', '--json', '--on-complete', cmd, file, `${server.url}/up/hook.bin`]);
+    const q = await bits(home, ['upload', '--background', '--json', '--on-complete', cmd, file, `${fx.server.url}/up/hook.bin`]);
     const id = queuedId(q);
     const w = await bits(home, ['wait', id], { timeoutMs: 30_000 });
     expect(w.code, w.stderr).toBe(0);
@@ -126,7 +103,7 @@ describe('bits agent', () => {
     const env = Object.fromEntries(fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     expect(env).toEqual({
       BITS_JOB_BYTES: '100000',
-      BITS_JOB_DESTINATION: `${server.url}/up/hook.bin`,
+      BITS_JOB_DESTINATION: `${fx.server.url}/up/hook.bin`,
       BITS_JOB_ID: id,
       BITS_JOB_KIND: 'upload',
       BITS_JOB_SOURCE: file,

@@ -4,35 +4,15 @@
  * runs and `bits resume` queues it again; `bits agent install` writes a unit
  * that systemd-analyze accepts (a plist that plutil / plistlib parses).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startServer, type RunningServer } from '../../src/server/index.js';
-import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
-import { agentLog, agentPid, bits, ensureFreshBuild, job, jsonLines, queuedId, stopAgent, until } from './helpers.js';
+import { makeRandomFile, sha256File } from '../helpers/files.js';
+import { agentFixture, agentLog, agentPid, bits, job, jsonLines, queuedId, until } from './helpers.js';
 
-let tmp: { dir: string; cleanup: () => Promise<void> };
-let root: string;
-let server: RunningServer;
-const homes: string[] = [];
-
-beforeAll(async () => {
-  await ensureFreshBuild();
-  tmp = await makeTempDir('bits-agent-ctl-');
-  root = path.join(tmp.dir, 'root');
-  fs.mkdirSync(path.join(root, 'up'), { recursive: true });
-  server = await startServer({ root, port: 0 });
-}, 180_000);
-
-afterEach(async () => {
-  for (const h of homes.splice(0)) await stopAgent(h);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await tmp?.cleanup();
-});
+const fx = agentFixture('bits-agent-ctl-');
 
 function has(tool: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
@@ -40,18 +20,16 @@ function has(tool: string): boolean {
 
 describe('background job control', () => {
   it('list shows priority, queue position and owner; suspend stops the agent\'s run, resume re-queues it, wait sees it complete', async () => {
-    const home = path.join(tmp.dir, 'home-ctl');
-    fs.mkdirSync(home);
-    homes.push(home);
+    const home = fx.home('home-ctl');
     expect((await bits(home, ['config', 'set', 'agent.concurrency', '1'])).code).toBe(0);
-    const file = path.join(tmp.dir, 'ctl.bin');
+    const file = path.join(fx.dir, 'ctl.bin');
     await makeRandomFile(file, 1024 * 1024, 7);
     const sha = await sha256File(file);
-    const small = path.join(tmp.dir, 'small.bin');
+    const small = path.join(fx.dir, 'small.bin');
     await makeRandomFile(small, 50_000, 8);
-    const a = queuedId(await bits(home, ['upload', '--background', '--json', '--fragment-size', '64K', '--limit-rate', '200K', file, `${server.url}/up/ctl.bin`]));
+    const a = queuedId(await bits(home, ['upload', '--background', '--json', '--fragment-size', '64K', '--limit-rate', '100K', file, `${fx.server.url}/up/ctl.bin`]));
     await until('job a to run', () => job(home, a), (j) => j.running && j.bytesDone > 0);
-    const b = queuedId(await bits(home, ['upload', '--priority', 'low', '--json', small, `${server.url}/up/small.bin`]));
+    const b = queuedId(await bits(home, ['upload', '--priority', 'low', '--json', small, `${fx.server.url}/up/small.bin`]));
 
     const list = await bits(home, ['list', '--json']);
     const rows = jsonLines(list.stdout).filter((o) => o.type === 'job');
@@ -78,15 +56,13 @@ describe('background job control', () => {
     expect(jsonLines(r.stdout).find((o) => o.type === 'queued')?.jobId).toBe(a);
     const w = await bits(home, ['wait', a, b], { timeoutMs: 60_000 });
     expect(w.code, w.stderr).toBe(0);
-    expect(await sha256File(path.join(root, 'up', 'ctl.bin'))).toBe(sha);
+    expect(await sha256File(path.join(fx.root, 'up', 'ctl.bin'))).toBe(sha);
     expect((await job(home, b)).state).toBe('complete');
   }, 90_000);
 
   it('bits wait exits with the job\'s own exit code (5: the server refused)', async () => {
-    const home = path.join(tmp.dir, 'home-refused');
-    fs.mkdirSync(home);
-    homes.push(home);
-    const q = await bits(home, ['download', '--background', '--json', '-o', path.join(tmp.dir, 'nothing.bin'), `${server.url}/no/such/file.bin`]);
+    const home = fx.home('home-refused');
+    const q = await bits(home, ['download', '--background', '--json', '-o', path.join(fx.dir, 'nothing.bin'), `${fx.server.url}/no/such/file.bin`]);
     const id = queuedId(q);
     const w = await bits(home, ['wait', '--json', id], { timeoutMs: 30_000 });
     expect(w.code, w.stderr).toBe(5);
@@ -94,8 +70,8 @@ describe('background job control', () => {
   }, 60_000);
 
   it('agent install: a systemd user unit systemd-analyze verifies, and a launchd plist that parses', async () => {
-    const userHome = path.join(tmp.dir, 'user');
-    const bitsHome = path.join(tmp.dir, 'home-install');
+    const userHome = path.join(fx.dir, 'user');
+    const bitsHome = path.join(fx.dir, 'home-install');
     const w = await bits(bitsHome, ['agent', 'install', '--write', '--platform', 'linux'], { env: { HOME: userHome } });
     expect(w.code, w.stderr).toBe(0);
     const unit = path.join(userHome, '.config', 'systemd', 'user', 'bits-agent.service');
@@ -107,13 +83,13 @@ describe('background job control', () => {
       const ok = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8', timeout: 20_000 });
       expect(ok.status, ok.stderr).toBe(0);
       // The tool does reject a broken unit here, so the pass above means something.
-      const bad = path.join(tmp.dir, 'bad-agent.service');
+      const bad = path.join(fx.dir, 'bad-agent.service');
       fs.writeFileSync(bad, text.replace(/^ExecStart=.*$/m, 'ExecStart=relative/bits agent'));
       expect(spawnSync('systemd-analyze', ['verify', bad], { encoding: 'utf8', timeout: 20_000 }).status).not.toBe(0);
     }
     const plist = await bits(bitsHome, ['agent', 'install', '--platform', 'darwin']);
     expect(plist.code, plist.stderr).toBe(0);
-    const pfile = path.join(tmp.dir, 'org.bits.agent.plist');
+    const pfile = path.join(fx.dir, 'org.bits.agent.plist');
     fs.writeFileSync(pfile, plist.stdout);
     if (has('plutil')) {
       expect(spawnSync('plutil', ['-lint', pfile]).status).toBe(0);

@@ -4,8 +4,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startServer, type RunningServer } from '../../src/server/index.js';
 import { runBits, type RunResult } from '../helpers/cli.js';
-import { jsonLines, listJobs, type JobJson } from '../jobs/helpers.js';
+import { makeTempDir } from '../helpers/files.js';
+import { ensureFreshBuild, listJobs, type JobJson } from '../jobs/helpers.js';
+import { jsonLines } from '../jobs/helpers.js';
 
 export { ensureFreshBuild, jsonLines } from '../jobs/helpers.js';
 
@@ -60,4 +64,49 @@ export function agentLog(home: string): string {
   } catch {
     return '';
   }
+}
+
+export interface AgentFixture {
+  readonly dir: string;
+  readonly root: string;
+  readonly server: RunningServer;
+  /** A fresh BITS_HOME whose agent is stopped after the test. */
+  home(name: string): string;
+}
+
+/** beforeAll/afterEach/afterAll for a file of agent tests: a temp folder, `bits serve`'s server on loopback, agents stopped. */
+export function agentFixture(prefix: string): AgentFixture {
+  let tmp: { dir: string; cleanup: () => Promise<void> } | undefined;
+  let server: RunningServer | undefined;
+  const homes: string[] = [];
+  beforeAll(async () => {
+    await ensureFreshBuild();
+    tmp = await makeTempDir(prefix);
+    fs.mkdirSync(path.join(tmp.dir, 'root', 'up'), { recursive: true });
+    server = await startServer({ root: path.join(tmp.dir, 'root'), port: 0 });
+  }, 180_000);
+  afterEach(async () => {
+    for (const h of homes.splice(0)) await stopAgent(h);
+  });
+  afterAll(async () => {
+    await server?.close();
+    await tmp?.cleanup();
+  });
+  return {
+    get dir() {
+      return tmp!.dir;
+    },
+    get root() {
+      return path.join(tmp!.dir, 'root');
+    },
+    get server() {
+      return server!;
+    },
+    home(name: string) {
+      const h = path.join(tmp!.dir, name);
+      fs.mkdirSync(h, { recursive: true });
+      homes.push(h);
+      return h;
+    },
+  };
 }
