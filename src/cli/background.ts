@@ -53,6 +53,8 @@ export function binScript(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'bits');
 }
 
+let lastSpawned: { home: string; pid: number } | undefined;
+
 /**
  * Starts `bits agent` detached (its own session, stdio to the agent log) if
  * none runs for this BITS_HOME; returns the running agent's pid, or the new one's.
@@ -62,6 +64,9 @@ export async function ensureAgent(store: JobStore): Promise<{ pid: number; start
   const home = homeOf(store);
   const live = runningAgent(home);
   if (live) return { pid: live.pid, started: false };
+  // Started by this process a moment ago and still taking its lock: do not start a second one.
+  const { isProcessAlive } = await import('../store/process.js');
+  if (lastSpawned?.home === home && isProcessAlive(lastSpawned.pid)) return { pid: lastSpawned.pid, started: false };
   fs.mkdirSync(home, { recursive: true });
   const fd = fs.openSync(agentLogPath(home), 'a', 0o600);
   try {
@@ -72,6 +77,7 @@ export async function ensureAgent(store: JobStore): Promise<{ pid: number; start
       env: { ...process.env, BITS_HOME: home, BITS_AGENT_DETACHED: '1' },
     });
     child.unref();
+    if (child.pid !== undefined) lastSpawned = { home, pid: child.pid };
     return { pid: child.pid ?? 0, started: true };
   } finally {
     fs.closeSync(fd);

@@ -24,6 +24,7 @@ export function register(program: Command): void {
     .description('upload FILE to a BITS (IIS) upload URL, resumably')
     .argument('<file>', 'local file to upload')
     .argument('<url>', 'destination URL, e.g. https://server/uploads/name.bin')
+    .argument('[more...]', 'more files, then a folder URL ending in / (each file keeps its name)')
     // No .default(): an absent flag must fall through to `bits config set fragment-size …`.
     .option(
       '--fragment-size <size>',
@@ -54,8 +55,11 @@ Examples:
   bits upload --fragment-size 1M ./big.iso https://server/uploads/big.iso
   bits upload --reply-file reply.bin ./request.xml http://server/app/request.xml`,
   );
-  cmd.action((file: string, url: string, opts: Record<string, unknown>, command: Command) =>
+  cmd.action((file: string, url: string, more: string[], opts: Record<string, unknown>, command: Command) =>
     runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
+      const { uploadTargets } = await import('../multi.js');
+      const targets = more.length > 0 ? uploadTargets([file, url, ...more]) : undefined;
+      if (targets) url = targets[0]!.url;
       // Validate everything before touching the network or the job store.
       const { parseDestinationUrl } = await import('../../protocol/urls.js');
       let dest: URL;
@@ -79,6 +83,17 @@ Examples:
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
+      if (targets) {
+        if (replyFile !== undefined) throw new UsageError('--reply and --reply-file take one file; upload several without them');
+        for (const t of targets) await checkReadableFile(t.file);
+        const { openJobStore } = await import('../../store/index.js');
+        const { createUploadJob } = await import('../../jobs/runner.js');
+        const { runJobs } = await import('../multi.js');
+        const store = await openJobStore();
+        const jobs = [];
+        for (const t of targets) jobs.push(await createUploadJob(store, { file: t.file, url: t.url, fragmentSize, noProgressTimeoutMs, replyFile, requireReply: replyFile !== undefined, transport: settings }));
+        return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport, ...(background ? { background } : {}) });
+      }
       await checkReadableFile(file);
 
       const { openJobStore } = await import('../../store/index.js');
