@@ -60,6 +60,24 @@ describe('background job control', () => {
     expect((await job(home, b)).state).toBe('complete');
   }, 90_000);
 
+  it('bits cancel --force of a job the agent runs cancels that job only; the queued one still completes', async () => {
+    const home = fx.home('home-cancel');
+    expect((await bits(home, ['config', 'set', 'agent.concurrency', '1'])).code).toBe(0);
+    const big = path.join(fx.dir, 'cancel-big.bin');
+    const other = path.join(fx.dir, 'cancel-other.bin');
+    await makeRandomFile(big, 1024 * 1024, 11);
+    await makeRandomFile(other, 40_000, 12);
+    const a = queuedId(await bits(home, ['upload', '--background', '--json', '--fragment-size', '64K', '--limit-rate', '100K', big, `${fx.server.url}/up/cancel-big.bin`]));
+    await until('job a to run', () => job(home, a), (j) => j.running && j.bytesDone > 0);
+    const b = queuedId(await bits(home, ['upload', '--background', '--json', other, `${fx.server.url}/up/cancel-other.bin`]));
+    const c = await bits(home, ['cancel', '--force', a], { timeoutMs: 30_000 });
+    expect(c.code, c.stderr).toBe(0);
+    expect((await job(home, a)).state).toBe('cancelled');
+    const w = await bits(home, ['wait', b], { timeoutMs: 30_000 });
+    expect(w.code, w.stderr).toBe(0);
+    expect(await sha256File(path.join(fx.root, 'up', 'cancel-other.bin'))).toBe(await sha256File(other));
+  }, 60_000);
+
   it('bits wait exits with the job\'s own exit code (5: the server refused)', async () => {
     const home = fx.home('home-refused');
     const q = await bits(home, ['download', '--background', '--json', '-o', path.join(fx.dir, 'nothing.bin'), `${fx.server.url}/no/such/file.bin`]);

@@ -140,6 +140,7 @@ async function runAgentCommand(): Promise<number> {
   const { tryAgentLock, runningAgent, agentLogPath } = await import('../../jobs/agent-lock.js');
   const { runAgent, DEFAULT_CONCURRENCY, DEFAULT_IDLE_EXIT_MS, DEFAULT_RETRY_DELAY_MS } = await import('../../jobs/agent.js');
   const { resolveOption } = await import('../user-config.js');
+  const { isOwnRunner } = await import('../../jobs/running.js');
   const store = await openJobStore();
   const dir = homeOf(store);
   const lock = await tryAgentLock(dir);
@@ -164,10 +165,20 @@ async function runAgentCommand(): Promise<number> {
   // conf's when-exit listener re-sends a signal expecting the process to die of it; the agent stops on its own terms.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(sig);
   const stop = new AbortController();
+  let forCancel = false;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
-      log(`${sig}: stopping`);
-      stop.abort();
+      // `bits cancel --force` stops a job's runner with SIGTERM; for the agent that is one job, not all of them.
+      void store
+        .list()
+        .then((jobs) => {
+          forCancel = jobs.some((j) => j.cancelRequested !== undefined && isOwnRunner(j));
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          log(`${sig}: stopping${forCancel ? ' (a job is being cancelled; a new agent continues the others)' : ''}`);
+          stop.abort();
+        });
     });
   }
   log(`started for ${dir} (concurrency ${concurrency}, retry delay ${retryDelayMs / 1000} s, idle exit ${idleExitMs / 1000} s)`);
@@ -176,8 +187,12 @@ async function runAgentCommand(): Promise<number> {
     log(stop.signal.aborted ? 'stopped' : 'idle; exiting');
   } finally {
     lock.release();
-    fs.closeSync(logFd);
   }
+  if (forCancel) {
+    const { ensureAgent } = await import('../background.js');
+    log(`started the next agent (pid ${(await ensureAgent(store)).pid})`);
+  }
+  fs.closeSync(logFd);
   // Keep-alive sockets and timers of finished transfers must not keep a finished agent alive.
   setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
   return 0;
