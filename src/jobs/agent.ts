@@ -24,6 +24,9 @@
  * `bits agent` (src/cli/commands/agent.ts) does.
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { InterruptedError, toBitsError } from '../errors.js';
 import type { TransferEvent } from '../client/events.js';
 import { compareQueue, isBackground, priorityRank, isTerminal, type Job, type JobStore } from '../store/index.js';
@@ -229,8 +232,11 @@ export function notifyEnv(job: Job): Record<string, string> {
 /** Runs a user's completion command through the shell; resolves with how it ended (never rejects on its exit status). */
 export function runNotifyCommand(job: Job, cmd: string, fd?: number): Promise<string> {
   return new Promise((resolve, reject) => {
+    // In the folder the job was queued from (a download's cwd, an upload's source folder), not wherever the agent started.
+    const cwd = job.options?.cwd ?? (job.kind === 'upload' ? path.dirname(job.source) : path.dirname(job.destination));
     const child = spawn(cmd, {
       shell: true,
+      cwd: fs.existsSync(cwd) ? cwd : os.homedir(),
       env: { ...process.env, ...notifyEnv(job) },
       stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'],
     });

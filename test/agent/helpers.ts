@@ -23,8 +23,8 @@ export function agentPid(home: string): number | undefined {
   }
 }
 
-export async function bits(home: string, args: string[], extra: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
-  return runBits(args, { env: { BITS_HOME: home, ...extra.env }, timeoutMs: extra.timeoutMs ?? 30_000, ...(extra.cwd ? { cwd: extra.cwd } : {}) });
+export async function bits(home: string, args: string[], extra: { env?: Record<string, string>; timeoutMs?: number; cwd?: string; input?: string } = {}): Promise<RunResult> {
+  return runBits(args, { env: { BITS_HOME: home, ...extra.env }, timeoutMs: extra.timeoutMs ?? 30_000, ...(extra.cwd ? { cwd: extra.cwd } : {}), ...(extra.input !== undefined ? { input: extra.input } : {}) });
 }
 
 export async function job(home: string, id: string): Promise<JobJson & Record<string, unknown>> {

@@ -49,6 +49,11 @@ describe('several files in one command', () => {
     expect(await sha256File(path.join(d3, 'b.bin'))).toBe(sha.b);
     expect(await sha256File(path.join(d3, 'c.bin'))).toBe(sha.c);
 
+    const d5 = path.join(fx.dir, 'd5');
+    const r5 = await bits(home, ['download', '-i', '-', '-d', d5], { input: `${u('c.bin')} from-stdin.bin\n` });
+    expect(r5.code, r5.stderr).toBe(0);
+    expect(await sha256File(path.join(d5, 'from-stdin.bin'))).toBe(sha.c);
+
     const r4 = await bits(home, ['download', u('nope.bin'), u('a.bin'), '-d', path.join(fx.dir, 'd4')]);
     expect(r4.code).toBe(5);
     expect(await sha256File(path.join(fx.dir, 'd4', 'a.bin'))).toBe(sha.a);

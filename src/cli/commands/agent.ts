@@ -12,7 +12,6 @@ export function register(program: Command): void {
   const agent = program
     .command('agent')
     .description('run background jobs (started on demand by --background and bits wait); log, status, stop, install')
-    .option('--json', 'agent status as JSON (with status)')
     .addHelpText(
       'after',
       `
@@ -31,7 +30,7 @@ Examples:
   bits agent log
   bits agent install --write (start it at login: systemd user unit / launchd agent)`,
     )
-    .action((opts: Record<string, unknown>) => runAction({}, async () => runAgentCommand()));
+    .action(() => runAction({}, async () => runAgentCommand()));
 
   agent
     .command('log')
