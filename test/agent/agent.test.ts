@@ -80,7 +80,8 @@ describe('bits agent', () => {
       await until('progress', () => job(home, id), (j) => j.bytesDone > 64 * 1024);
       await own.close();
       await until('the agent to schedule a retry', async () => agentLog(home), (l) => l.includes(`job ${id}: `) && /retrying at/.test(l), 20_000);
-      await new Promise((r) => setTimeout(r, 3000));
+      // Down for a few seconds in all: the run's 1 s deadline, the retry it scheduled, and this.
+      await new Promise((r) => setTimeout(r, 2000));
       restarted = await startServer({ root: fx.root, port });
       const done = await until('the job to complete', () => job(home, id), (j) => j.state === 'complete', 40_000, 250);
       expect(done.bytesDone).toBe(1024 * 1024);
