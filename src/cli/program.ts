@@ -20,6 +20,9 @@ import * as clean from './commands/clean.js';
 import * as serve from './commands/serve.js';
 import * as config from './commands/config.js';
 import * as completion from './commands/completion.js';
+import * as agent from './commands/agent.js';
+import * as wait from './commands/wait.js';
+import * as suspend from './commands/suspend.js';
 
 const MAIN_HELP_AFTER = `
 Exit codes: 0 done, 2 bad command line, 3 local file, 4 network (resumable),
@@ -45,7 +48,7 @@ export async function buildProgram(): Promise<Command> {
     .helpCommand('help [command]', 'show help for a command')
     .showSuggestionAfterError()
     .addHelpText('after', MAIN_HELP_AFTER);
-  for (const m of [upload, download, resume, list, status, cancel, clean, serve, config, completion]) m.register(program);
+  for (const m of [upload, download, resume, list, status, cancel, clean, serve, config, agent, wait, suspend, completion]) m.register(program);
 
   // Internal: drives the real reporter with synthetic events (tests, and a way to see the bars).
   program

@@ -21,6 +21,10 @@ export interface ConfigValues {
   'serve.port': number;
   'serve.root': string;
   'serve.host': string;
+  'agent.concurrency': number;
+  'agent.retry-delay': number;
+  'agent.idle-exit': number;
+  'agent.no-progress-timeout': number;
 }
 export type ConfigKey = keyof ConfigValues;
 
@@ -71,7 +75,7 @@ const hostValue = (v: unknown) =>
   typeof v === 'string' && /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$/.test(v.trim()) ? v.trim() : undefined;
 const pathValue = (v: unknown) => (typeof v === 'string' && v.trim() !== '' && !v.includes('\0') ? v : undefined);
 
-const seconds = <K extends 'request-timeout' | 'response-timeout' | 'no-progress-timeout'>(description: string, def?: number): KeySpec<K> => ({
+const seconds = <K extends 'request-timeout' | 'response-timeout' | 'no-progress-timeout' | 'agent.retry-delay' | 'agent.idle-exit' | 'agent.no-progress-timeout'>(description: string, def?: number): KeySpec<K> => ({
   description,
   default: def,
   expected: 'a positive number of seconds',
@@ -121,6 +125,16 @@ export const CONFIG_KEYS: { [K in ConfigKey]: KeySpec<K> } = {
     normalize: (t) => hostValue(t),
     parse: hostValue,
   },
+  'agent.concurrency': {
+    description: 'background jobs the agent runs at once',
+    default: 2,
+    expected: 'a whole number from 1 to 64',
+    normalize: (t) => intIn(1, 64)(t),
+    parse: intIn(1, 64),
+  },
+  'agent.retry-delay': seconds('seconds the agent waits before retrying a transient failure (BITS MinimumRetryDelay)', 600),
+  'agent.idle-exit': seconds('seconds the agent stays with nothing to do before it exits', 10),
+  'agent.no-progress-timeout': seconds('a background job fails after this many seconds without progress across retries (BITS NoProgressTimeout)', 1209600),
 };
 
 export const CONFIG_KEY_NAMES = Object.keys(CONFIG_KEYS) as ConfigKey[];

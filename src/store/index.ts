@@ -39,6 +39,9 @@ export {
   type JsonValue,
   type JsonObject,
   type StoreData,
+  BACKGROUND_PRIORITIES,
+  type BackgroundPriority,
+  type JobNotify,
 } from './job.js';
 export { isProcessAlive } from './process.js';
 export {
@@ -50,6 +53,11 @@ export {
   isTerminal,
   progressPercent,
   resumesByItself,
+  compareQueue,
+  priorityRank,
+  isBackground,
+  jobExitCode,
+  waitIsOver,
 } from './states.js';
 export {
   legacyTransportSettings,

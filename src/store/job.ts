@@ -170,7 +170,22 @@ export interface Job {
   cancelRequested?: string;
   upload?: UploadCheckpoint;
   download?: DownloadCheckpoint;
+  /** Set: a background job, run by the per-user agent (src/jobs/agent.ts) in this order; absent: a foreground job. */
+  priority?: BackgroundPriority;
+  /** Command lines the user chose to run through the shell when the job ends (BITS SetNotifyCmdLine). */
+  notify?: JobNotify;
+  /** The agent retries a transient failure no earlier than this (ISO; BITS MinimumRetryDelay). */
+  retryAt?: string;
+  /** Since when the job has made no progress across the agent's retries (ISO), with the bytes it then had. */
+  stalledSince?: string;
+  stalledBytes?: number;
+  /** `bits suspend` asked the agent to stop running this job (ISO time). */
+  suspendRequested?: string;
 }
+
+export const BACKGROUND_PRIORITIES = ['high', 'normal', 'low'] as const;
+export type BackgroundPriority = (typeof BACKGROUND_PRIORITIES)[number];
+export type JobNotify = { onComplete?: string; onError?: string };
 
 /** What `JobStore.create` takes: the store fills in id, timestamps, and defaults. */
 export type NewJob = Omit<Job, 'id' | 'createdAt' | 'updatedAt' | 'state' | 'bytesDone'> & {
@@ -281,6 +296,12 @@ const JOB_FIELDS: Record<string, Check> = {
   cancelRequested: isoDate,
   upload: jsonObject,
   download: jsonObject,
+  priority: oneOf(BACKGROUND_PRIORITIES),
+  notify: stringMap,
+  retryAt: isoDate,
+  stalledSince: isoDate,
+  stalledBytes: nonNegInt,
+  suspendRequested: isoDate,
 };
 const JOB_REQUIRED = ['id', 'kind', 'source', 'destination', 'state', 'bytesDone', 'createdAt', 'updatedAt'] as const;
 

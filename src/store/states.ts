@@ -17,6 +17,7 @@
  * (IBackgroundCopyJob::Resume), so `bits resume --all` skips it and `bits resume ID` retries it.
  */
 import type { Job, JobState } from './job.js';
+import { ExitCode } from '../errors.js';
 
 export const TERMINAL_STATES: readonly JobState[] = ['complete', 'cancelled'];
 
@@ -85,4 +86,46 @@ export function progressPercent(job: Pick<Job, 'bytesDone' | 'totalBytes' | 'sta
   if (job.totalBytes === undefined) return undefined;
   if (job.totalBytes === 0) return 0;
   return Math.min(100, Math.floor((job.bytesDone / job.totalBytes) * 1000) / 10);
+}
+
+// ---------------------------------------------------------------------------
+// Background jobs (the agent, src/jobs/agent.ts).
+
+/** A job the per-user agent runs (it has a background priority), not the process that created it. */
+export function isBackground(job: Pick<Job, 'priority'>): boolean {
+  return job.priority !== undefined;
+}
+
+const PRIORITY_RANK: Record<NonNullable<Job['priority']>, number> = { high: 0, normal: 1, low: 2 };
+
+/** 0 = high: lower runs first. */
+export function priorityRank(p: Job['priority']): number {
+  return PRIORITY_RANK[p ?? 'normal'];
+}
+
+/** The agent's queue order: priority (high first), then first queued first, as BITS schedules. */
+export function compareQueue(a: Job, b: Job): number {
+  const pa = priorityRank(a.priority);
+  const pb = priorityRank(b.priority);
+  if (pa !== pb) return pa - pb;
+  return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : 1;
+}
+
+/**
+ * `bits wait` is over for this job: it ended, or nothing will move it without
+ * a command. A background job still queued (perhaps for a retry) or left
+ * transferring by a dead agent is not over: the agent takes it up.
+ */
+export function waitIsOver(job: Job, runnerAlive: boolean): boolean {
+  if (isTerminal(job.state) || job.state === 'error') return true;
+  if (runnerAlive) return false;
+  if (isBackground(job)) return job.state === 'suspended';
+  return true;
+}
+
+/** The exit code a job ended with, as its own foreground run would have exited (README "Exit codes"). */
+export function jobExitCode(job: Job): number {
+  if (job.state === 'complete') return ExitCode.OK;
+  if (job.state === 'cancelled') return ExitCode.CANCELLED;
+  return job.lastError?.exitCode ?? ExitCode.INTERRUPTED;
 }

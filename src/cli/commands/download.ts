@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import { onInterrupt, printFinal, runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
+import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 
@@ -30,9 +31,11 @@ export function register(program: Command): void {
   const cmd = program
     .command('download')
     .description('download URL to a file, resumably; ranges, parallel segments, mirrors, sha256')
-    .argument('<url>', 'http or https URL to download')
+    .argument('[urls...]', 'http or https URL to download (several: one job each, see -d and -i)')
     .option('-o, --output <path>', 'output file; `-` = stdout (no resume) (default: the server\'s file name, in the current folder)')
     .option('-f, --force', 'overwrite an existing output file')
+    .option('-d, --output-dir <dir>', 'folder to download into (with several URLs or -i: each under its own name)')
+    .option('-i, --input-file <file>', 'download every URL in FILE (one per line, optionally followed by an output name; # comments)')
     .option('--range <list>', 'download only these bytes, concatenated in order: 0-99,1000-1099,-500 (last 500),5000- (to the end)')
     .option('--segments <n>', `download in N parallel segments over separate connections (1..${MAX_SEGMENTS}; default 1, or one per source with --mirror)`)
     .addOption(new Option('--mirror <url>', 'another URL serving the same content (repeatable); checked with HEAD').argParser(collect).default([]))
@@ -47,6 +50,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
+  addBackgroundOptions(cmd);
   cmd.addHelpText(
     'after',
     `
@@ -63,10 +67,14 @@ Examples:
   bits download --mirror https://mirror2/big.iso --mirror https://mirror3/big.iso https://mirror1/big.iso
   bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
   );
-  cmd.action((url: string, opts: Record<string, unknown>, command: Command) =>
+  cmd.action((urls: string[], opts: Record<string, unknown>, command: Command) =>
     runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
+      const { isMultiDownload } = await import('../multi.js');
+      const multi = isMultiDownload(urls, opts);
+      if (!multi && urls.length === 0) throw new UsageError('which URL? give one or more, or -i FILE');
+      const url = urls[0] ?? '';
       // Validate everything before touching the network: UsageError, exit 2.
-      checkUrl(url, 'URL');
+      urls.forEach((u) => checkUrl(u, 'URL'));
       const mirrors = (opts.mirror as string[] | undefined) ?? [];
       mirrors.forEach((m) => checkUrl(m, '--mirror'));
       const output = typeof opts.output === 'string' ? opts.output : undefined;
@@ -86,12 +94,15 @@ Examples:
         if (segments !== undefined && segments > 1) throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
       }
+      const background = backgroundRequest(opts);
+      if (background && output === '-') throw new UsageError('-o - cannot run in the background (stdout belongs to this process)');
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       if (opts.redirects !== undefined && opts.redirects !== 'follow') settings.redirects = opts.redirects as NonNullable<typeof settings.redirects>;
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
+      if (multi) return downloadMany(urls, opts, { segments, mirrors, fragmentSize, noProgressTimeoutMs, settings, transport, background });
 
       if (output !== undefined && output !== '-' && opts.force !== true) {
         // Refuse before a job exists: a job that can only ever fail helps nobody.
@@ -122,6 +133,7 @@ Examples:
             transport: settings,
           },
         );
+        if (background) return queueBackgroundJob(store, job, background, outOpts);
         await executeJob(store, job, {
           ...outOpts,
           transport,
@@ -172,4 +184,35 @@ Examples:
       }
     }),
   );
+}
+
+/** Several downloads (src/cli/multi.ts): one job per URL, each under its own name in -d DIR. */
+async function downloadMany(
+  urls: string[],
+  opts: Record<string, unknown>,
+  c: { segments?: number; mirrors: string[]; fragmentSize?: number; noProgressTimeoutMs: number; settings: import('../../store/index.js').TransportSettings; transport: import('../../transport/http.js').TransportOptions; background?: import('../background.js').BackgroundRequest },
+): Promise<number> {
+  const { downloadTargets, runJobs } = await import('../multi.js');
+  const targets = downloadTargets(urls, opts, process.cwd());
+  targets.forEach((t) => checkUrl(t.url, 'URL'));
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(targets[0]!.dir, { recursive: true });
+  const { openJobStore } = await import('../../store/index.js');
+  const { createDownloadJob } = await import('../../jobs/runner.js');
+  const store = await openJobStore();
+  const jobs = [];
+  for (const t of targets) {
+    jobs.push(await createDownloadJob(store, {
+      url: t.url,
+      ...(t.output !== undefined ? { output: t.output } : {}),
+      cwd: t.dir,
+      force: opts.force === true,
+      ...(c.segments !== undefined ? { segments: c.segments } : {}),
+      mirrors: c.mirrors,
+      ...(c.fragmentSize !== undefined ? { fragmentSize: c.fragmentSize } : {}),
+      noProgressTimeoutMs: c.noProgressTimeoutMs,
+      transport: c.settings,
+    }));
+  }
+  return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport: c.transport, ...(c.background ? { background: c.background } : {}) });
 }

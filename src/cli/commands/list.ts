@@ -32,8 +32,11 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
         const all = (await store.list()).map((job) => ({ job, alive: runnerAlive(job, now) }));
         const shown = opts.all ? all : all.filter(({ job, alive }) => alive || !isHiddenByDefault(job, now));
         const hidden = all.length - shown.length;
+        const { backgroundFields, formatBackgroundTable } = await import('../output/background-format.js');
+        const { runningAgent } = await import('../../jobs/agent-lock.js');
+        const bg = backgroundFields(all, runningAgent((await import('node:path')).dirname(store.path))?.pid);
         if (opts.json) {
-          for (const { job, alive } of shown) process.stdout.write(JSON.stringify(jobJson(job, alive)) + '\n');
+          for (const { job, alive } of shown) process.stdout.write(JSON.stringify({ ...jobJson(job, alive), ...bg.get(job.id) }) + '\n');
           process.stdout.write(JSON.stringify({ type: 'summary', count: shown.length, hidden }) + '\n');
           return;
         }
@@ -43,7 +46,7 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
           return;
         }
         const width = process.stdout.isTTY ? process.stdout.columns : undefined;
-        process.stdout.write(formatJobTable(shown, now, width) + more);
+        process.stdout.write(formatJobTable(shown, now, width) + formatBackgroundTable(shown, bg, now) + more);
       }),
     );
 }

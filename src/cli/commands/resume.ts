@@ -5,7 +5,8 @@
  * as MC-BUP §3.1.4.3 says (PING, then FRAGMENT from the offset the server
  * confirms); downloads from their partial file with If-Range (§3.6.4.2).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { PRIORITIES, requeueIfBackground } from '../background.js';
 import { runAction } from '../run.js';
 import { addTransportOptions, settingsFromFlags } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
@@ -24,7 +25,8 @@ export function register(program: Command): void {
     .argument('[job]', 'job id, or a unique prefix of at least 3 characters')
     .option('-a, --all', 'resume every suspended or queued job, one after another (for cron and CI); failed jobs and jobs another process is running are skipped')
     .option('--json', 'one JSON object per line on stdout')
-    .option('-q, --quiet', 'print errors only');
+    .option('-q, --quiet', 'print errors only')
+    .addOption(new Option('--priority <priority>', 'foreground: run it here; high, normal or low: queue it for the agent (default: as it was)').choices(PRIORITIES));
   addTransportOptions(cmd);
   cmd.addHelpText(
     'after',
@@ -63,6 +65,7 @@ Examples:
         const job = await store.get(jobArg!);
         const refusal = resumeRefusal(job, runnerAlive(job));
         if (refusal) throw refusal;
+        if (await requeueIfBackground(store, job, opts.priority as string | undefined, out, override.settings)) return;
         await resumeOne(store, job, out, override);
         return;
       }
@@ -127,6 +130,10 @@ async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof 
     // Re-read: a job may have been resumed or cancelled by someone else since the list was taken.
     const job = await store.get(candidate.id).catch(() => undefined);
     if (!job || resumeRefusal(job, runnerAlive(job))) continue;
+    if (await requeueIfBackground(store, job, undefined, out, override.settings)) {
+      results.push({ jobId: job.id, state: 'queued', exitCode: 0 });
+      continue;
+    }
     try {
       const done = await resumeOne(store, job, out, override);
       codes.push(0);

@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import { runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
+import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
 
 /** §6 note 10: Windows sends fragments of 5 KB to 13 MB. */
 const MIN_FRAGMENT = 5 * 1024;
@@ -23,6 +24,7 @@ export function register(program: Command): void {
     .description('upload FILE to a BITS (IIS) upload URL, resumably')
     .argument('<file>', 'local file to upload')
     .argument('<url>', 'destination URL, e.g. https://server/uploads/name.bin')
+    .argument('[more...]', 'more files, then a folder URL ending in / (each file keeps its name)')
     // No .default(): an absent flag must fall through to `bits config set fragment-size …`.
     .option(
       '--fragment-size <size>',
@@ -35,6 +37,7 @@ export function register(program: Command): void {
     .option('--json', 'one JSON object per line on stdout')
     .option('-q, --quiet', 'print errors only');
   addTransportOptions(cmd);
+  addBackgroundOptions(cmd);
   cmd.addHelpText(
     'after',
     `
@@ -53,8 +56,11 @@ Examples:
   bits upload --fragment-size 1M ./big.iso https://server/uploads/big.iso
   bits upload --reply-file reply.bin ./request.xml http://server/app/request.xml`,
   );
-  cmd.action((file: string, url: string, opts: Record<string, unknown>, command: Command) =>
+  cmd.action((file: string, url: string, more: string[], opts: Record<string, unknown>, command: Command) =>
     runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
+      const { uploadTargets } = await import('../multi.js');
+      const targets = more.length > 0 ? uploadTargets([file, url, ...more]) : undefined;
+      if (targets) url = targets[0]!.url;
       // Validate everything before touching the network or the job store.
       const { parseDestinationUrl } = await import('../../protocol/urls.js');
       let dest: URL;
@@ -73,10 +79,22 @@ Examples:
       if (replyFile === '-' && opts.json === true) {
         throw new UsageError('the reply cannot go to stdout with --json; use --reply-file PATH');
       }
+      const background = backgroundRequest(opts);
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
+      if (targets) {
+        if (replyFile !== undefined) throw new UsageError('--reply and --reply-file take one file; upload several without them');
+        for (const t of targets) await checkReadableFile(t.file);
+        const { openJobStore } = await import('../../store/index.js');
+        const { createUploadJob } = await import('../../jobs/runner.js');
+        const { runJobs } = await import('../multi.js');
+        const store = await openJobStore();
+        const jobs = [];
+        for (const t of targets) jobs.push(await createUploadJob(store, { file: t.file, url: t.url, fragmentSize, noProgressTimeoutMs, replyFile, requireReply: replyFile !== undefined, transport: settings }));
+        return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport, ...(background ? { background } : {}) });
+      }
       await checkReadableFile(file);
 
       const { openJobStore } = await import('../../store/index.js');
@@ -93,6 +111,7 @@ Examples:
         ...(opts.methodOverride === true ? { methodOverride: true } : {}),
         transport: settings,
       });
+      if (background) return queueBackgroundJob(store, job, background, { json: opts.json === true, quiet: opts.quiet === true });
       await executeJob(store, job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
