@@ -75,7 +75,7 @@ describe('finalStateFor / worstExitCode', () => {
   it('maps job states to the outcome scripts see', () => {
     expect(finalStateFor('complete')).toBe('complete');
     expect(finalStateFor('cancelled')).toBe('cancelled');
-    expect(finalStateFor('error')).toBe('failed');
+    expect(finalStateFor('error')).toBe('error');
     expect(finalStateFor('suspended')).toBe('suspended');
     expect(finalStateFor('transferring')).toBe('suspended');
   });
@@ -140,8 +140,8 @@ describe('stored transport settings never hold a secret', () => {
 describe('finalStateForError: the outcome of a command, from the one rule', () => {
   it.each([
     [new TransportError('reset'), true, 'suspended'],
-    [new TransportError('reset'), false, 'failed'],
-    [new ServerError({ httpStatus: 404, request: 'GET' }), true, 'failed'],
+    [new TransportError('reset'), false, 'error'],
+    [new ServerError({ httpStatus: 404, request: 'GET' }), true, 'error'],
     [new ServerError({ httpStatus: 503, transient: true }), true, 'suspended'],
     [new CancelledError('x'), true, 'cancelled'],
     [new InterruptedError('x'), true, 'suspended'],
