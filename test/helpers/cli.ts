@@ -8,6 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkJsonLines } from './json-schema.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin', 'bits');
@@ -60,6 +61,14 @@ export interface RunningBits {
   done: Promise<RunResult>;
 }
 
+/** With --json stdout is JSON lines, unless it carries the downloaded bytes (`-o -`). */
+export function printsJsonEvents(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  const a = end < 0 ? args : args.slice(0, end);
+  if (!a.includes('--json')) return false;
+  return !a.some((x, i) => ((x === '-o' || x === '--output') && a[i + 1] === '-') || x === '-o-' || x === '--output=-');
+}
+
 /** Starts `node bin/bits ...args` and returns at once (for tests that signal or watch it). */
 export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
   const child = spawn(process.execPath, [BIN, ...args], {
@@ -86,7 +95,10 @@ export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       for (const w of [...waiters]) w();
-      resolve({ code, signal, stdout, stderr });
+      // Every --json run of the suite is held to the documented schema (README "Scripts and CI").
+      const problems = printsJsonEvents(args) ? checkJsonLines(stdout) : [];
+      if (problems.length) reject(new Error(`bits ${args.join(' ')}: stdout lines not matching schema/events.schema.json:\n${problems.join('\n')}`));
+      else resolve({ code, signal, stdout, stderr });
     });
   });
   return {

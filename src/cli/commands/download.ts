@@ -9,6 +9,7 @@ import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withCo
 import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
+import { secretHeaderNote } from '../../store/secrets.js';
 
 const MAX_SEGMENTS = 64;
 
@@ -121,7 +122,7 @@ Examples:
           transport,
           beforeStart: (reporter) => {
             for (const h of droppedHeaders) {
-              reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; bits resume will send the requests without it` });
+              reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
             }
           },
         });
