@@ -9,6 +9,7 @@ import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withCo
 import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
+import { parseUserUrl } from '../../protocol/urls.js';
 import { secretHeaderNote } from '../../store/secrets.js';
 
 const MAX_SEGMENTS = 64;
@@ -18,13 +19,11 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 function checkUrl(u: string, what: string): void {
-  let p: URL;
   try {
-    p = new URL(u);
-  } catch {
-    throw new UsageError(`${what} is not a valid URL: ${JSON.stringify(u)}`);
+    parseUserUrl(u, what);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
-  if (p.protocol !== 'http:' && p.protocol !== 'https:') throw new UsageError(`${what} must be an http or https URL, got ${JSON.stringify(u)}`);
 }
 
 export function register(program: Command): void {
