@@ -69,6 +69,16 @@ export function printsJsonEvents(args: readonly string[]): boolean {
   return !a.some((x, i) => ((x === '-o' || x === '--output') && a[i + 1] === '-') || x === '-o-' || x === '--output=-');
 }
 
+/**
+ * Every --json run of the suite is held to the documented schema (README
+ * "Scripts and CI"): the error to fail the run with, or undefined. Test files
+ * that spawn bits themselves call this too.
+ */
+export function schemaProblem(args: readonly string[], stdout: string): Error | undefined {
+  const problems = printsJsonEvents(args) ? checkJsonLines(stdout) : [];
+  return problems.length ? new Error(`bits ${args.join(' ')}: stdout lines not matching schema/events.schema.json:\n${problems.join('\n')}`) : undefined;
+}
+
 /** Starts `node bin/bits ...args` and returns at once (for tests that signal or watch it). */
 export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
   const child = spawn(process.execPath, [BIN, ...args], {
@@ -95,9 +105,8 @@ export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       for (const w of [...waiters]) w();
-      // Every --json run of the suite is held to the documented schema (README "Scripts and CI").
-      const problems = printsJsonEvents(args) ? checkJsonLines(stdout) : [];
-      if (problems.length) reject(new Error(`bits ${args.join(' ')}: stdout lines not matching schema/events.schema.json:\n${problems.join('\n')}`));
+      const bad = schemaProblem(args, stdout);
+      if (bad) reject(bad);
       else resolve({ code, signal, stdout, stderr });
     });
   });
