@@ -134,5 +134,10 @@ describe('docs and config agree', () => {
     const up = await runBits(['upload', path.join(work, 'root', 'small.bin'), `${server.url}/up/e.bin`], { env });
     expect(up.code, up.stderr).toBe(0);
     expect(up.stderr).not.toMatch(/warning/);
+    // Above what Windows sends, the warning the README promises (IIS may answer 413).
+    expect((await runBits(['config', 'set', 'fragment-size', '16MiB'], { env })).code).toBe(0);
+    const big = await runBits(['upload', path.join(work, 'root', 'small.bin'), `${server.url}/up/e2.bin`], { env });
+    expect(big.code, big.stderr).toBe(0);
+    expect(big.stderr).toMatch(/warning: --fragment-size above 13M is larger than Windows sends/);
   });
 });
