@@ -31,3 +31,29 @@ export function parseSizeText(text: string): number | undefined {
 export function parseRateText(text: string): number | undefined {
   return parseSizeText(text.replace(/\s*\/\s*s(?:ec)?\s*$/i, ''));
 }
+
+/**
+ * Sizes as people read them, for every human line at any layer (a client's info message
+ * as well as a progress bar): binary units, the same words the size flags accept.
+ */
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'] as const;
+
+/** `512 B`, `48.0 KiB`, `1.2 GiB`, `100 MiB`: one decimal below 100, none above, so the width stays short. */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes)) return '? B';
+  const sign = bytes < 0 ? '-' : '';
+  let v = Math.abs(bytes);
+  if (v < 1024) return `${sign}${Math.round(v)} B`;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  let text = v < 99.95 ? v.toFixed(1) : Math.round(v).toString();
+  // Rounding can reach the next unit (1023.97 KiB -> "1024 KiB"): say "1.0 MiB" instead.
+  if (Number(text) >= 1024 && u < UNITS.length - 1) {
+    u++;
+    text = (v / 1024).toFixed(1);
+  }
+  return `${sign}${text} ${UNITS[u]}`;
+}

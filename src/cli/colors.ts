@@ -1,8 +1,9 @@
 /**
  * Colour decisions for human output on stderr. chalk's own detection ignores
- * NO_COLOR, so the level is decided here: NO_COLOR (any non-empty value, see
- * no-color.org) disables, FORCE_COLOR forces (0/false disables), otherwise
- * colour only when the stream is a terminal that is not TERM=dumb.
+ * NO_COLOR, so the level is decided here: NO_COLOR (any non-empty value)
+ * disables, whatever else is set (no-color.org: NO_COLOR wins); then
+ * FORCE_COLOR forces (0/false disables); otherwise colour only when the
+ * stream is a terminal that is not TERM=dumb.
  */
 import { Chalk, supportsColorStderr, type ChalkInstance, type ColorSupportLevel } from 'chalk';
 
@@ -11,8 +12,8 @@ export interface ColorStream {
 }
 
 export function colorLevel(stream: ColorStream = process.stderr, env: NodeJS.ProcessEnv = process.env): ColorSupportLevel {
-  // FORCE_COLOR is the more explicit request (it is set for one run, NO_COLOR usually for a whole
-  // environment), which is also how Node itself orders them.
+  // no-color.org: a user who set NO_COLOR gets no colour, even when a tool or CI sets FORCE_COLOR.
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return 0;
   const force = env.FORCE_COLOR;
   if (force !== undefined) {
     if (force === '0' || force.toLowerCase() === 'false') return 0;
@@ -20,7 +21,6 @@ export function colorLevel(stream: ColorStream = process.stderr, env: NodeJS.Pro
     const n = Number.parseInt(force, 10);
     return (Number.isFinite(n) ? Math.max(1, Math.min(3, n)) : 1) as ColorSupportLevel;
   }
-  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return 0;
   if (stream.isTTY !== true || env.TERM === 'dumb') return 0;
   const detected = supportsColorStderr ? supportsColorStderr.level : 1;
   return (detected > 0 ? detected : 1) as ColorSupportLevel;

@@ -148,7 +148,7 @@ export function printJobOutcome(out: OutputOptions, job: Job, e: BitsError): boo
   // A record still saying transferring is one this run could not update: the error decides.
   const state = job.state === 'transferring' || job.state === 'queued' ? finalStateFor(outcomeForError(e).state) : finalStateFor(job.state);
   let message: string | undefined;
-  if (state === 'failed' && job.state === 'error') {
+  if (state === 'error' && job.state === 'error') {
     message = `${formatErrorLine(e)}; job ${job.id} stopped with an error, ${nextStepHint(job, e)}`;
   } else if (state === 'cancelled') {
     message = e instanceof CancelledError ? e.message : `job ${job.id} cancelled`;

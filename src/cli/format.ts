@@ -4,27 +4,8 @@
  * carries exact integers instead.
  */
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'] as const;
-
-/** `512 B`, `48.0 KiB`, `1.2 GiB`, `100 MiB`: one decimal below 100, none above, so the width stays short. */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes)) return '? B';
-  const sign = bytes < 0 ? '-' : '';
-  let v = Math.abs(bytes);
-  if (v < 1024) return `${sign}${Math.round(v)} B`;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  let text = v < 99.95 ? v.toFixed(1) : Math.round(v).toString();
-  // Rounding can reach the next unit (1023.97 KiB -> "1024 KiB"): say "1.0 MiB" instead.
-  if (Number(text) >= 1024 && u < UNITS.length - 1) {
-    u++;
-    text = (v / 1024).toFixed(1);
-  }
-  return `${sign}${text} ${UNITS[u]}`;
-}
+export { formatBytes } from '../units.js';
+import { formatBytes } from '../units.js';
 
 /** Bytes per second in the same binary units: `48.3 MiB/s`. */
 export function formatRate(bytesPerSecond: number): string {

@@ -9,7 +9,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option, type Argument } from 'commander';
 import { VERSION } from '../version.js';
 import { BitsError, ExitCode, UsageError } from '../errors.js';
-import { errorLine } from './colors.js';
+import { printUsageError, wantsJson } from './run.js';
 import * as upload from './commands/upload.js';
 import * as download from './commands/download.js';
 import * as resume from './commands/resume.js';
@@ -127,7 +127,7 @@ function exitFor(cmd: Command, err: CommanderError): never {
       // `bits` or `bits config` alone: help went to stderr; it is a usage error, as in curl.
       process.exit(err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE);
   }
-  process.stderr.write(errorLine(`${oneLine(err.message)} (see '${commandPath(cmd)} --help')`, process.stderr));
+  printUsageError(`${oneLine(err.message)} (see '${commandPath(cmd)} --help')`, wantsJson(process.argv.slice(2)));
   process.exit(ExitCode.USAGE);
 }
 

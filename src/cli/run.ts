@@ -3,7 +3,7 @@
  * final JSON object on stdout with --json) and the documented exit code; and
  * the Ctrl-C contract shared by every transferring command.
  */
-import { formatErrorLine, toBitsError, ExitCode, InterruptedError, type BitsError } from '../errors.js';
+import { formatErrorLine, toBitsError, ExitCode, InterruptedError, UsageError, type BitsError } from '../errors.js';
 import { redactSecrets } from '../transport/credentials.js';
 import { finalStateForError } from '../jobs/outcome.js';
 import { OutputSession, printFinal, type OutputOptions } from './output/final.js';
@@ -54,6 +54,16 @@ export function printError(opts: OutputOptions & { session: OutputSession }, e: 
   });
 }
 
+/** `--json` anywhere before a `--`: a script asked for JSON, even on a command line commander refused. */
+export function wantsJson(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).includes('--json');
+}
+
+/** A command-line mistake (exit 2): one line on stderr and, under --json, the final object a script reads. */
+export function printUsageError(message: string, json: boolean): void {
+  printError({ json, session: new OutputSession() }, new UsageError(message));
+}
 
 // ---- Ctrl-C ----
 

@@ -20,9 +20,10 @@ import { transportFromSettings, type TransportSecrets } from '../jobs/transport.
 
 export function addTransportOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--request-timeout <seconds>', 'time allowed to send each request (§3.1.2.1)').default('120'))
-    .addOption(new Option('--response-timeout <seconds>', 'time allowed to wait for each response (§3.1.2.2)').default('300'))
-    .addOption(new Option('--connect-timeout <seconds>', 'time allowed to connect (TCP, proxy tunnel and TLS)').default('30'))
+    // No commander .default() where `bits config` supplies one: the help would show a default the config overrides.
+    .addOption(new Option('--request-timeout <seconds>', 'time allowed to send each request (§3.1.2.1) (default: config request-timeout, else 120)'))
+    .addOption(new Option('--response-timeout <seconds>', 'time allowed to wait for each response (§3.1.2.2) (default: config response-timeout, else 300)'))
+    .addOption(new Option('--connect-timeout <seconds>', 'time allowed to connect (TCP, proxy tunnel and TLS) (default: 30)'))
     .addOption(new Option('-H, --header <name:value>', 'extra request header (repeatable)').argParser(collect).default([]))
     .addOption(
       new Option('--user <name[:password]>', 'server credentials for Basic, Digest, NTLM or Negotiate; DOMAIN\\name for NTLM; password prompted if omitted (default: $BITS_USER / $BITS_PASSWORD)'),
@@ -33,8 +34,11 @@ export function addTransportOptions(cmd: Command): Command {
     .addOption(new Option('--cert <file>', 'client certificate (PEM) for TLS client authentication'))
     .addOption(new Option('--key <file>', 'private key (PEM) for --cert (default: read from the --cert file)'))
     .addOption(new Option('--insecure', 'do not verify the server certificate (prints a warning)').default(false))
-    .addOption(new Option('--limit-rate <rate>', 'cap bandwidth in bytes/s, e.g. 500K or 2M (K/M/G = 1024^n); 0 = unlimited').default('0'));
+    .addOption(new Option('--limit-rate <rate>', 'cap bandwidth in bytes/s, e.g. 500K or 2M (K/M/G = 1024^n); 0 = unlimited (default: config limit-rate, else 0)'));
 }
+
+/** Not configurable: TCP, a proxy tunnel and a TLS handshake that take longer are not going to finish. */
+const CONNECT_TIMEOUT_SECONDS = 30;
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -69,6 +73,7 @@ export async function withConfigDefaults(cmd: OptionSource, opts: Record<string,
   out.requestTimeout = await resolveCommandOption(cmd, 'requestTimeout', 'request-timeout', 120);
   out.responseTimeout = await resolveCommandOption(cmd, 'responseTimeout', 'response-timeout', 300);
   out.limitRate = await resolveCommandOption(cmd, 'limitRate', 'limit-rate', 0);
+  out.connectTimeout ??= CONNECT_TIMEOUT_SECONDS;
   if (cmd.getOptionValueSource('proxy') === undefined) {
     const proxy = await resolveOption(undefined, 'proxy', '');
     if (proxy) out.proxy = proxy;

@@ -86,6 +86,8 @@ const seconds = <K extends 'request-timeout' | 'response-timeout' | 'no-progress
 export const CONFIG_KEYS: { [K in ConfigKey]: KeySpec<K> } = {
   'fragment-size': {
     description: 'size of each upload FRAGMENT request',
+    // The upload command's own default (src/client/upload.ts DEFAULT_FRAGMENT_SIZE), shown by `config list`.
+    default: '8MiB',
     expected: 'a size such as 8MiB, 512k or 1048576',
     normalize: sizeText,
     parse: sizeValue,
@@ -97,7 +99,7 @@ export const CONFIG_KEYS: { [K in ConfigKey]: KeySpec<K> } = {
     normalize: (t) => (rateValue(t) === undefined ? undefined : rateValue(t) === 0 ? 0 : t.trim()),
     parse: rateValue,
   },
-  'no-progress-timeout': seconds('give up (resumably) when no byte moves for this long'),
+  'no-progress-timeout': seconds('give up (resumably) when no byte moves for this long', 300),
   'request-timeout': seconds('time allowed to send each request', 120),
   'response-timeout': seconds('time allowed to wait for each response', 300),
   proxy: {

@@ -21,6 +21,7 @@
 import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BitsError, InterruptedError, toBitsError } from '../errors.js';
+import { formatBytes } from '../units.js';
 import { assertSourceUnchanged, statSourceFile, type SourceIdentity } from '../io/source-file.js';
 import { classifyAck } from '../protocol/ack.js';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../protocol/failure.js';
@@ -161,7 +162,7 @@ function noteEvent(n: UploaderNote, origin: string): TransferEvent {
     case 'host-fallback':
       return { type: 'phase', phase: 'waiting-host-fallback', detail: `host ${n.hostId} made no progress; falling back to ${origin}` };
     case 'fragment-size':
-      return { type: 'info', message: `server refused a fragment as too large (413); fragment size ${n.from} -> ${n.to} bytes` };
+      return { type: 'info', message: `server refused a fragment as too large (413); fragment size ${formatBytes(n.from)} -> ${formatBytes(n.to)}` };
     case 'session-restart':
       return { type: 'warning', message: `the server lost the upload session (BG_E_SESSION_NOT_FOUND); restarting from byte 0 (${n.count})` };
     case 'warning':

@@ -15,8 +15,11 @@ import { jobErrorFrom } from './lifecycle.js';
 
 export type EndState = Extract<JobState, 'suspended' | 'error' | 'cancelled'>;
 
-/** The outcome scripts see (the --json final object's `state`). */
-export type FinalState = 'complete' | 'suspended' | 'cancelled' | 'failed';
+/**
+ * The outcome scripts see (the --json final object's `state`): the store's
+ * own words (JobState), so `bits status` and the last line of a run agree.
+ */
+export type FinalState = Extract<JobState, 'complete' | 'suspended' | 'cancelled' | 'error'>;
 
 export interface JobOutcome {
   state: EndState;
@@ -47,7 +50,7 @@ export function finalStateFor(state: JobState): FinalState {
     case 'cancelled':
       return 'cancelled';
     case 'error':
-      return 'failed';
+      return 'error';
     default:
       return 'suspended';
   }
@@ -59,7 +62,7 @@ export function finalStateFor(state: JobState): FinalState {
  */
 export function finalStateForError(err: unknown, hasJob: boolean): FinalState {
   const state = outcomeForError(err).state;
-  if (state === 'suspended' && !hasJob) return 'failed';
+  if (state === 'suspended' && !hasJob) return 'error';
   return finalStateFor(state);
 }
 

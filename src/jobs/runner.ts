@@ -33,6 +33,7 @@ import {
   isCleanable,
   isResumable,
   redactUrl,
+  unredactUrl,
   type Job,
   type JobOptions,
   type JobStore,
@@ -203,7 +204,10 @@ export async function cancelNow(store: JobStore, jobId: string, transport: Trans
 /** Runs (or continues, from its checkpoint) an upload job. */
 async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: UploadResult }> {
   // Before the claim: a password that cannot be asked for is a usage error, not the job's failure.
-  const transport = ctx.transport ?? transportForJob(await ctx.store.get(jobId));
+  const stored = await ctx.store.get(jobId);
+  const transport = ctx.transport ?? transportForJob(stored);
+  // A URL whose query secret was not stored: refused (exit 2) before the claim, like a password that cannot be asked for.
+  const url = unredactUrl(stored.destination);
   return runClaimed(
     ctx,
     jobId,
@@ -217,7 +221,7 @@ async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job;
       const replyFile = o.replyFile;
       return uploadFile({
         file: job.source,
-        url: job.destination,
+        url,
         fragmentSize: o.fragmentSize ?? job.upload?.fragmentSize,
         replyFile,
         requireReply: o.requireReply === true || replyFile !== undefined,
@@ -238,6 +242,27 @@ async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job;
     },
     (r) => ({ bytesDone: r.bytes }),
   );
+}
+
+/** A stored download checkpoint with the query secrets of its URLs back (src/store/secrets.ts unredactUrl). */
+function withFullUrls(cp: ClientDownloadCheckpoint | undefined): ClientDownloadCheckpoint | undefined {
+  if (!cp) return cp;
+  return {
+    ...cp,
+    url: unredactUrl(cp.url),
+    mirrors: cp.mirrors.map((m) => unredactUrl(m)),
+    sources: cp.sources.map((x) => ({ ...x, url: unredactUrl(x.url) })),
+    toc: cp.toc.map((r) => ({ ...r, source: r.source === null ? null : unredactUrl(r.source) })),
+  };
+}
+
+/** A cancel must not be refused for a secret it cannot restore: the server then refuses it, and --force removes the job. */
+function fullUrlOrStored(url: string): string {
+  try {
+    return unredactUrl(url);
+  } catch {
+    return url;
+  }
 }
 
 /** Where a download job's partial file is (or would be). */
@@ -283,23 +308,25 @@ function checkpointBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | 
 
 /** Runs (or continues, from its checkpoint) a download job. */
 async function runDownloadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: DownloadResult }> {
-  const transport = ctx.transport ?? transportForJob(await ctx.store.get(jobId));
+  const stored = await ctx.store.get(jobId);
+  const transport = ctx.transport ?? transportForJob(stored);
+  const url = unredactUrl(stored.source);
   return runClaimed(
     ctx,
     jobId,
     transport,
     async (job, emit) => {
       const o = job.options ?? {};
-      const resume = fromStoredDownload(job);
+      const resume = withFullUrls(fromStoredDownload(job));
       if (resume && (await finishedBeforeKill(resume))) {
         emit({ type: 'start', kind: 'download', source: job.source, destination: resume.outputPath, totalBytes: resume.totalBytes, resumedAt: resume.bytesDone });
         emit({ type: 'complete', bytes: resume.bytesDone, destination: resume.outputPath });
         return { path: resume.outputPath, bytes: resume.bytesDone, checkpoint: resume };
       }
       const checkpointBytes = checkpointBytesFromEnv();
-      const mirrors = o.mirrors ?? [];
+      const mirrors = (o.mirrors ?? []).map((m) => unredactUrl(m));
       return downloadFile({
-        url: job.source,
+        url,
         ...(o.output !== undefined ? { output: o.output } : {}),
         cwd: o.cwd ?? process.cwd(),
         force: o.force === true,
@@ -402,7 +429,7 @@ export async function cancelJob(store: JobStore, idOrPrefix: string, opts: Cance
   try {
     if (job.kind === 'upload') {
       const cp = upgradeUploadCheckpoint(job.upload);
-      if (cp) await cancelUpload(job.destination, cp, { transport: opts.transport ?? transportForJob(job), methodOverride: job.options?.methodOverride === true });
+      if (cp) await cancelUpload(fullUrlOrStored(job.destination), cp, { transport: opts.transport ?? transportForJob(job), methodOverride: job.options?.methodOverride === true });
     } else {
       await cancelDownloadJob(job);
     }

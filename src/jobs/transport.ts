@@ -10,7 +10,7 @@ import type { TransportOptions } from '../transport/http.js';
 import { credentialProvider, PROXY_PASSWORD_VARIABLE, registerSecret, type CredentialSource, type PromptIO } from '../transport/credentials.js';
 import { loadTlsFiles } from '../transport/tls.js';
 import type { Job, TransportSettings } from '../store/index.js';
-import { legacyTransportSettings } from '../store/index.js';
+import { legacyTransportSettings, secretHeaderValues } from '../store/index.js';
 
 export interface TransportSecrets {
   /** The server password given on this run's command line or environment. */
@@ -48,6 +48,10 @@ export function transportFromSettings(s: TransportSettings, io: TransportIO = {}
     connectTimeoutMs: s.connectTimeoutMs ?? 30_000,
     headers: { ...(s.headers ?? {}) },
   };
+  // Headers stored by name only: this run's -H, else BITS_HEADER_<NAME>, else refused before anything is sent.
+  const restored = secretHeaderValues(s.secretHeaders ?? [], result.headers!, env);
+  for (const v of Object.values(restored)) registerSecret(v);
+  Object.assign(result.headers!, restored);
   // Only when given: process.env holds BITS_PASSWORD and must not ride along in a record someone may serialise.
   if (io.env) result.env = io.env;
 

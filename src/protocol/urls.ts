@@ -9,19 +9,32 @@ export function isHttpUrl(u: URL): boolean {
 }
 
 /**
- * Parses a destination URL given by a user. Throws TypeError with a one-line
- * message for anything that is not an absolute http(s) URL.
+ * Parses a URL a user gave (an upload destination, a download source, a
+ * mirror): the one check and the one wording for every such URL. Throws
+ * TypeError with a one-line message (callers make it a usage error, exit 2)
+ * for anything but an absolute http(s) URL with a host, and for a URL that
+ * carries a user name or password: those would end up in the job store and in
+ * messages, and credentials go with --user instead.
  */
-export function parseDestinationUrl(input: string): URL {
-  let u: URL;
+export function parseUserUrl(input: string, what = 'URL'): URL {
+  let u: URL | undefined;
   try {
     u = new URL(input);
   } catch {
-    throw new TypeError(`not a valid URL: ${input}`);
+    u = undefined;
   }
-  if (!isHttpUrl(u)) throw new TypeError(`only http:// and https:// URLs are supported: ${input}`);
-  if (!u.hostname) throw new TypeError(`URL has no host: ${input}`);
+  if (!u || !isHttpUrl(u) || !u.hostname) throw new TypeError(`${what} must be an http:// or https:// URL with a host, got ${JSON.stringify(input)}`);
+  if (u.username || u.password) {
+    u.username = '';
+    u.password = '';
+    throw new TypeError(`${what} must not carry a user name or password (${u.href}): give them with --user NAME (the password is asked for, or read from BITS_PASSWORD)`);
+  }
   return u;
+}
+
+/** An upload destination: see parseUserUrl. */
+export function parseDestinationUrl(input: string): URL {
+  return parseUserUrl(input);
 }
 
 const IPV6_RE = /^[0-9a-fA-F:.]+(%[\w.-]+)?$/;

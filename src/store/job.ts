@@ -209,7 +209,7 @@ export const ID_ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
 export const ID_LENGTH = 6;
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{6}$/;
 
-export { isSecretHeader, redactUrl } from './secrets.js';
+export { isSecretHeader, redactUrl, headerVariable, secretHeaderNote, secretHeaderValues, unredactUrl, hasRedactedQuery, FULL_URL_VARIABLE } from './secrets.js';
 
 /**
  * Makes a record safe to persist: no secret headers, no URL passwords. The
@@ -263,6 +263,7 @@ const oneOf = (values: readonly string[]): Check => (v) =>
 const jsonObject: Check = (v) => (isObject(v) ? undefined : 'a JSON object');
 const stringMap: Check = (v) =>
   isObject(v) && Object.values(v).every((x) => typeof x === 'string') ? undefined : 'an object of strings';
+const stringList: Check = (v) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? undefined : 'a list of strings');
 const numberMap: Check = (v) =>
   isObject(v) && Object.values(v).every((x) => typeof x === 'number' && Number.isFinite(x)) ? undefined : 'an object of numbers';
 
@@ -321,7 +322,7 @@ export function validateJob(v: unknown, where = 'job'): Job {
     const t = v.transport as Record<string, unknown>;
     checkFields(`${where} transport`, t, {
       requestTimeoutMs: nonNegInt, responseTimeoutMs: nonNegInt, connectTimeoutMs: nonNegInt, proxy: str, proxyUser: str,
-      cacert: str, cert: str, key: str, insecure: bool, limitRateBytesPerSec: nonNegInt, user: str, headers: stringMap,
+      cacert: str, cert: str, key: str, insecure: bool, limitRateBytesPerSec: nonNegInt, user: str, headers: stringMap, secretHeaders: stringList,
       credentialSource: jsonObject, proxyCredentialSource: jsonObject, redirects: oneOf(['follow', 'report', 'refuse', 'allow-https-to-http']),
     }, []);
     for (const k of ['credentialSource', 'proxyCredentialSource'] as const) {

@@ -2,7 +2,8 @@
  * The transport settings a job keeps so that `bits resume` and `bits cancel`
  * talk to the server the way the first run did: a record of this program's
  * own, not any command-line parser's. Never a secret: no password (the proxy
- * URL keeps its user name only), no secret header. Credentials are recorded
+ * URL keeps its user name only), no header value that may be a secret (its
+ * name only). Credentials are recorded
  * by where they came from (CredentialSource) and asked for again on resume.
  */
 import { parseRateText } from '../units.js';
@@ -30,8 +31,10 @@ export type TransportSettings = {
   limitRateBytesPerSec?: number;
   /** The server user name (the password is asked again). */
   user?: string;
-  /** Extra request headers that are not secrets. */
+  /** Extra request headers whose values are known to be harmless (Accept, User-Agent, …). */
   headers?: { [name: string]: string };
+  /** Every other extra header, by name only: resume reads its value from BITS_HEADER_<NAME> (src/store/secrets.ts). */
+  secretHeaders?: string[];
   /** Where the server and proxy passwords came from, so resume asks the same way. */
   credentialSource?: StoredCredentialSource;
   proxyCredentialSource?: StoredCredentialSource;
@@ -44,7 +47,16 @@ export function sanitizeTransportSettings(t: TransportSettings): TransportSettin
   const out: TransportSettings = { ...t };
   // The user name stays: resume needs it to ask for the password.
   if (out.proxy) out.proxy = redactUrl(out.proxy);
-  if (out.headers) out.headers = Object.fromEntries(Object.entries(out.headers).filter(([k]) => !isSecretHeader(k)));
+  if (out.headers) {
+    const secret = Object.keys(out.headers).filter(isSecretHeader);
+    if (secret.length) {
+      out.headers = Object.fromEntries(Object.entries(out.headers).filter(([k]) => !isSecretHeader(k)));
+      const names = new Map((out.secretHeaders ?? []).map((n) => [n.toLowerCase(), n]));
+      for (const n of secret) names.set(n.toLowerCase(), n);
+      out.secretHeaders = [...names.values()];
+    }
+    if (Object.keys(out.headers).length === 0) delete out.headers;
+  }
   return out;
 }
 

@@ -130,8 +130,10 @@ describe('bits config', () => {
 
     r = await runBits(['config', 'unset', 'fragment-size'], { env: env() });
     expect(r.code).toBe(0);
-    // Unset keys print nothing (or their built-in default, see the list above).
-    expect((await runBits(['config', 'get', 'fragment-size'], { env: env() })).stdout).toBe('');
+    // An unset key prints its built-in default, as `config list` shows it (not `-`).
+    expect((await runBits(['config', 'get', 'fragment-size'], { env: env() })).stdout).toBe('8MiB\n');
+    expect((await runBits(['config', 'list'], { env: env() })).stdout).toMatch(/^fragment-size\s+8MiB\s+\(default\)$/m);
+    expect((await runBits(['config', 'list'], { env: env() })).stdout).toMatch(/^no-progress-timeout\s+300\s+\(default\)$/m);
     expect(JSON.parse(readFileSync(path.join(home, 'config.json'), 'utf8'))).toEqual({ serve: { port: 8080 } });
   });
 

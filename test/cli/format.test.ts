@@ -90,6 +90,12 @@ describe('colorLevel', () => {
     expect(colorLevel(tty, { FORCE_COLOR: '0', TERM: 'xterm' })).toBe(0);
     expect(colorLevel(tty, { FORCE_COLOR: 'false', TERM: 'xterm' })).toBe(0);
   });
+  test('NO_COLOR wins over FORCE_COLOR (no-color.org)', () => {
+    expect(colorLevel(pipe, { NO_COLOR: '1', FORCE_COLOR: '3' })).toBe(0);
+    expect(colorLevel(tty, { NO_COLOR: '1', FORCE_COLOR: '1', TERM: 'xterm' })).toBe(0);
+    // An empty NO_COLOR is not set: FORCE_COLOR still applies.
+    expect(colorLevel(pipe, { NO_COLOR: '', FORCE_COLOR: '2' })).toBe(2);
+  });
   test('TERM=dumb terminals get no colour', () => {
     expect(colorLevel(tty, { TERM: 'dumb' })).toBe(0);
   });

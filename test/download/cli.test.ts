@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startOddServer, type OddServer } from '../helpers/odd-servers.js';
 import { makeFile, sha256, tempDir } from './helpers.js';
+import { schemaProblem } from '../helpers/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(ROOT, 'bin', 'bits');
@@ -25,7 +26,11 @@ function bits(args: string[], cwd = dir): Promise<{ code: number | null; stdout:
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d) => (err += String(d)));
     child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.once('close', (code) => {
+      const bad = schemaProblem(args, Buffer.concat(out).toString('utf8'));
+      if (bad) reject(bad);
+      else resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
   });
 }
 

@@ -8,6 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkJsonLines } from './json-schema.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin', 'bits');
@@ -60,6 +61,24 @@ export interface RunningBits {
   done: Promise<RunResult>;
 }
 
+/** With --json stdout is JSON lines, unless it carries the downloaded bytes (`-o -`). */
+export function printsJsonEvents(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  const a = end < 0 ? args : args.slice(0, end);
+  if (!a.includes('--json')) return false;
+  return !a.some((x, i) => ((x === '-o' || x === '--output') && a[i + 1] === '-') || x === '-o-' || x === '--output=-');
+}
+
+/**
+ * Every --json run of the suite is held to the documented schema (README
+ * "Scripts and CI"): the error to fail the run with, or undefined. Test files
+ * that spawn bits themselves call this too.
+ */
+export function schemaProblem(args: readonly string[], stdout: string): Error | undefined {
+  const problems = printsJsonEvents(args) ? checkJsonLines(stdout) : [];
+  return problems.length ? new Error(`bits ${args.join(' ')}: stdout lines not matching schema/events.schema.json:\n${problems.join('\n')}`) : undefined;
+}
+
 /** Starts `node bin/bits ...args` and returns at once (for tests that signal or watch it). */
 export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
   const child = spawn(process.execPath, [BIN, ...args], {
@@ -86,7 +105,9 @@ export function startBits(args: string[], opts: RunOptions = {}): RunningBits {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       for (const w of [...waiters]) w();
-      resolve({ code, signal, stdout, stderr });
+      const bad = schemaProblem(args, stdout);
+      if (bad) reject(bad);
+      else resolve({ code, signal, stdout, stderr });
     });
   });
   return {

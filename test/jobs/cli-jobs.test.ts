@@ -263,7 +263,7 @@ describe.concurrent('bits resume', () => {
     fs.appendFileSync(mine, 'more');
     const r = await runBits(['resume', '--json', id], { env: t.env });
     expect(r.code, r.stderr).toBe(9);
-    expect(lastJson(r.stdout)).toMatchObject({ jobId: id, state: 'failed', error: { code: 'SourceChangedError' } });
+    expect(lastJson(r.stdout)).toMatchObject({ jobId: id, state: 'error', error: { code: 'SourceChangedError' } });
     expect(r.stderr).toMatch(new RegExp(`bits cancel ${id}`));
     expect(await jobOf(t.home, id)).toMatchObject({ state: 'error', resumable: false, lastError: { code: 'SourceChangedError' } });
     const again = await runBits(['resume', id], { env: t.env });
@@ -279,7 +279,7 @@ describe.concurrent('bits resume', () => {
     const r = await runBits(['upload', '--json', '--fragment-size', '64K', src, `${server.url}/small/f.bin`], { env: t.env });
     expect(r.code, r.stderr).toBe(5);
     const last = lastJson(r.stdout);
-    expect(last).toMatchObject({ type: 'error', state: 'failed', error: { code: 'ServerError', exitCode: 5 } });
+    expect(last).toMatchObject({ type: 'error', state: 'error', error: { code: 'ServerError', exitCode: 5 } });
     expect(oneLine(r.stderr).filter((l) => l.includes('error'))).toHaveLength(1);
     const job = await jobOf(t.home, last.jobId as string);
     expect(job).toMatchObject({ state: 'error', resumable: true, lastError: { code: 'ServerError' } });

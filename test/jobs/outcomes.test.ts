@@ -110,7 +110,7 @@ describe.concurrent('a job that failed for good', () => {
     const d = await runBits(['download', '--json', '-o', out, `${server.url}/${t.folder}/missing.bin`], { env: t.env });
     expect(d.code, d.stderr).toBe(5);
     const failed = lastJson(d.stdout);
-    expect(failed).toMatchObject({ state: 'failed', error: { httpStatus: 404 } });
+    expect(failed).toMatchObject({ state: 'error', error: { httpStatus: 404 } });
     const failedId = failed.jobId as string;
     expect(await jobOf(t.home, failedId)).toMatchObject({ state: 'error', running: false });
     // A suspended job beside it, which --all must finish.
@@ -133,7 +133,7 @@ describe.concurrent('a job that failed for good', () => {
     // By id it is retried (and fails the same way: the file is still missing).
     const byId = await runBits(['resume', '--json', failedId], { env: t.env });
     expect(byId.code, byId.stderr).toBe(5);
-    expect(lastJson(byId.stdout)).toMatchObject({ jobId: failedId, state: 'failed', error: { httpStatus: 404 } });
+    expect(lastJson(byId.stdout)).toMatchObject({ jobId: failedId, state: 'error', error: { httpStatus: 404 } });
 
     const keep = await runBits(['clean'], { env: t.env });
     expect(keep.stdout).toBe(`removed 1 job: ${upId}; 1 failed job kept (bits clean --all removes them)\n`);
@@ -279,7 +279,7 @@ describe.concurrent('bits resume takes the transport options', () => {
     // The rest at 256 KiB/s: counting the earlier run's bytes too would show ~1.7 times the limit.
     const res = await runBits(['resume', '--limit-rate', '256K', id], { env: t.env, timeoutMs: 60_000 });
     expect(res.code, res.stderr).toBe(0);
-    const m = /downloaded 1\.0 MiB in \S+ \(([\d.]+) (B|KiB)\/s\)/.exec(res.stderr);
+    const m = /downloaded 1\.0 MiB in \S+ \(\d[\d.]* \S+ this run, ([\d.]+) (B|KiB)\/s\)/.exec(res.stderr);
     expect(m, res.stderr).not.toBeNull();
     const rate = Number(m![1]) * (m![2] === 'KiB' ? 1024 : 1);
     expect(rate).toBeLessThan(256 * 1024 * 1.3);

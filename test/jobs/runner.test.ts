@@ -75,7 +75,7 @@ describe('finalStateFor / worstExitCode', () => {
   it('maps job states to the outcome scripts see', () => {
     expect(finalStateFor('complete')).toBe('complete');
     expect(finalStateFor('cancelled')).toBe('cancelled');
-    expect(finalStateFor('error')).toBe('failed');
+    expect(finalStateFor('error')).toBe('error');
     expect(finalStateFor('suspended')).toBe('suspended');
     expect(finalStateFor('transferring')).toBe('suspended');
   });
@@ -99,13 +99,15 @@ describe('stored transport settings never hold a secret', () => {
       cacert: 'ca.pem', insecure: false, limitRate: '1M',
     };
     // (Authorization cannot be combined with --user; X-Api-Key is the secret header here.)
-    flags.header = ['X-Trace: 1', 'X-Api-Key: s3cr3t-token', 'Cookie: a=b'];
+    flags.header = ['X-Trace: 1', 'X-Api-Key: s3cr3t-token', 'Cookie: a=b', 'Accept: text/plain'];
     const { settings, secrets, droppedHeaders } = settingsFromFlags(flags, { cwd: '/work/dir', env: {} });
     const job: Job = { id: 'abc234', kind: 'upload', source: '/x', destination: 'http://h/x', state: 'queued', bytesDone: 0, createdAt: NOW.toISOString(), updatedAt: NOW.toISOString(), transport: settings };
     const text = JSON.stringify(sanitizeJob(job));
     for (const secret of ['s3cr3t-token', 'pa55word', 'pr0xypw', 'cpw', 'a=b']) expect(text).not.toContain(secret);
-    expect(droppedHeaders.sort()).toEqual(['Cookie', 'X-Api-Key']);
-    expect(sanitizeJob(job).transport?.headers).toEqual({ 'X-Trace': '1' });
+    // Only a header known to be harmless keeps its value; the others keep their names (read from BITS_HEADER_* on resume).
+    expect(droppedHeaders.sort()).toEqual(['Cookie', 'X-Api-Key', 'X-Trace']);
+    expect(sanitizeJob(job).transport?.headers).toEqual({ Accept: 'text/plain' });
+    expect(sanitizeJob(job).transport?.secretHeaders?.sort()).toEqual(['Cookie', 'X-Api-Key', 'X-Trace']);
     expect(settings).toMatchObject({ requestTimeoutMs: 60_000, responseTimeoutMs: 90_000, connectTimeoutMs: 5_000 });
     expect(settings).toMatchObject({ user: 'alice', proxyUser: 'carol', cacert: '/work/dir/ca.pem', limitRateBytesPerSec: 1024 * 1024 });
     expect(settings.proxy).toBe('http://bob@127.0.0.1:3128/');
@@ -122,8 +124,8 @@ describe('stored transport settings never hold a secret', () => {
   });
 
   it('a job written by an older bits (a flag record) resumes with its settings', () => {
-    const old = { options: { headers: { 'X-Trace': '1' }, timeouts: { request: 60_000, noProgress: 1000 }, transport: { limitRate: '1M', proxy: 'http://127.0.0.1:3128/' } }, credentialSource: { kind: 'env' as const, user: 'alice' } };
-    expect(settingsOf(old)).toEqual({ requestTimeoutMs: 60_000, limitRateBytesPerSec: 1024 * 1024, proxy: 'http://127.0.0.1:3128/', headers: { 'X-Trace': '1' }, user: 'alice', credentialSource: { kind: 'env', user: 'alice' } });
+    const old = { options: { headers: { Accept: 'text/plain' }, timeouts: { request: 60_000, noProgress: 1000 }, transport: { limitRate: '1M', proxy: 'http://127.0.0.1:3128/' } }, credentialSource: { kind: 'env' as const, user: 'alice' } };
+    expect(settingsOf(old)).toEqual({ requestTimeoutMs: 60_000, limitRateBytesPerSec: 1024 * 1024, proxy: 'http://127.0.0.1:3128/', headers: { Accept: 'text/plain' }, user: 'alice', credentialSource: { kind: 'env', user: 'alice' } });
   });
 
   it('bits resume: typed options override the stored ones, a new user replaces the stored credential source', () => {
@@ -140,8 +142,8 @@ describe('stored transport settings never hold a secret', () => {
 describe('finalStateForError: the outcome of a command, from the one rule', () => {
   it.each([
     [new TransportError('reset'), true, 'suspended'],
-    [new TransportError('reset'), false, 'failed'],
-    [new ServerError({ httpStatus: 404, request: 'GET' }), true, 'failed'],
+    [new TransportError('reset'), false, 'error'],
+    [new ServerError({ httpStatus: 404, request: 'GET' }), true, 'error'],
     [new ServerError({ httpStatus: 503, transient: true }), true, 'suspended'],
     [new CancelledError('x'), true, 'cancelled'],
     [new InterruptedError('x'), true, 'suspended'],

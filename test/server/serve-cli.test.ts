@@ -16,6 +16,7 @@ import { request } from 'undici';
 import { parseDurationSeconds, parseInteger, parseSize, parseSizeOrUndefined } from '../../src/cli/parse.js';
 import { serveOptionsFrom } from '../../src/cli/commands/serve.js';
 import { UsageError } from '../../src/errors.js';
+import { schemaProblem } from '../helpers/cli.js';
 
 const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(PROJECT, 'bin', 'bits');
@@ -35,7 +36,13 @@ function run(args: string[], env: Record<string, string> = {}): { child: ChildPr
   const out = { stdout: '', stderr: '' };
   child.stdout!.on('data', (d: Buffer) => (out.stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve, reject) =>
+    child.on('close', (code) => {
+      const bad = schemaProblem(args, out.stdout);
+      if (bad) reject(bad);
+      else resolve(code);
+    }),
+  );
   // Bounded: a hung child must fail the test, not the suite.
   const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
   void exited.then(() => clearTimeout(killer));

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { ensureBuilt, BIN } from './build-dist.js';
+import { schemaProblem } from '../helpers/cli.js';
 
 let home: string;
 
@@ -25,7 +26,7 @@ interface Result {
 }
 
 function bits(...args: string[]): Promise<Result> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       env: { ...process.env, BITS_HOME: home, NO_COLOR: '1', FORCE_COLOR: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -34,7 +35,11 @@ function bits(...args: string[]): Promise<Result> {
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
     child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => {
+      const bad = schemaProblem(args, stdout);
+      if (bad) reject(bad);
+      else resolve({ code, stdout, stderr });
+    });
   });
 }
 

@@ -69,9 +69,12 @@ describe('transport options from the command line', () => {
   });
 
   it('help shows the defaults', () => {
-    const help = addTransportOptions(new Command('x')).helpInformation();
-    expect(help).toMatch(/--limit-rate <rate>.*\(default: "0"\)/s);
-    expect(help).toMatch(/--connect-timeout <seconds>.*\(default: "30"\)/s);
+    const help = addTransportOptions(new Command('x')).helpInformation().replace(/\s+/g, ' ');
+    expect(help).toMatch(/--limit-rate <rate>.*\(default: config limit-rate, else 0\)/s);
+    expect(help).toMatch(/--request-timeout <seconds>.*\(default: config request-timeout, else 120\)/s);
+    // Numbers, not commander's quoted strings.
+    expect(help).toMatch(/--connect-timeout <seconds>.*\(default: 30\)/s);
+    expect(help).not.toMatch(/default: "/);
     expect(help).toMatch(/--user <name\[:password\]>/);
   });
 });

@@ -215,8 +215,10 @@ describe('URLs: BITS-Host-Id and BITS-Reply-URL', () => {
 
   it('accepts only absolute http(s) destination URLs', () => {
     expect(parseDestinationUrl('http://[::1]:8080/a%20b?q=1').hostname).toBe('[::1]');
-    expect(() => parseDestinationUrl('ftp://x/y')).toThrow(/only http/);
-    expect(() => parseDestinationUrl('not a url')).toThrow(/not a valid URL/);
+    // One wording for every URL a user gives.
+    expect(() => parseDestinationUrl('ftp://x/y')).toThrow(/^URL must be an http:\/\/ or https:\/\/ URL with a host, got "ftp:\/\/x\/y"$/);
+    expect(() => parseDestinationUrl('not a url')).toThrow(/^URL must be an http:\/\/ or https:\/\/ URL with a host, got "not a url"$/);
+    expect(() => parseDestinationUrl('http://alice:pw@x/y')).toThrow(/must not carry a user name or password \(http:\/\/x\/y\)/);
   });
 });
 

@@ -18,7 +18,7 @@ Options given on the command line win over these; these win over built-in defaul
 Stored in $BITS_HOME/config.json when BITS_HOME is set (see: bits config path).
 
 Examples:
-  bits config set fragment-size 16MiB
+  bits config set fragment-size 4MiB
   bits config set limit-rate 5M
   bits config list --json`,
     );

@@ -10,6 +10,8 @@ import { LocalFileError, UsageError } from '../../errors.js';
 import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
+import { parseUserUrl } from '../../protocol/urls.js';
+import { secretHeaderNote } from '../../store/secrets.js';
 
 const MAX_SEGMENTS = 64;
 
@@ -18,13 +20,11 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 function checkUrl(u: string, what: string): void {
-  let p: URL;
   try {
-    p = new URL(u);
-  } catch {
-    throw new UsageError(`${what} is not a valid URL: ${JSON.stringify(u)}`);
+    parseUserUrl(u, what);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
-  if (p.protocol !== 'http:' && p.protocol !== 'https:') throw new UsageError(`${what} must be an http or https URL, got ${JSON.stringify(u)}`);
 }
 
 export function register(program: Command): void {
@@ -139,7 +139,7 @@ Examples:
           transport,
           beforeStart: (reporter) => {
             for (const h of droppedHeaders) {
-              reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; bits resume will send the requests without it` });
+              reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
             }
           },
         });

@@ -11,6 +11,7 @@ import { runAction } from '../run.js';
 import { addTransportOptions, settingsFromFlags } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
 import type { Job, JobStore } from '../../store/index.js';
+import { secretHeaderNote } from '../../store/secrets.js';
 
 interface Out {
   json: boolean;
@@ -94,7 +95,7 @@ async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnTy
     transport,
     beforeStart: (reporter) => {
       for (const h of override.droppedHeaders) {
-        reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; a later bits resume sends the requests without it` });
+        reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
       }
     },
   });

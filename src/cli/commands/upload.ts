@@ -8,6 +8,7 @@ import { runAction } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
 import { addBackgroundOptions, backgroundRequest, queueBackgroundJob } from '../background.js';
+import { secretHeaderNote } from '../../store/secrets.js';
 
 /** §6 note 10: Windows sends fragments of 5 KB to 13 MB. */
 const MIN_FRAGMENT = 5 * 1024;
@@ -122,7 +123,7 @@ Examples:
             reporter.listener({ type: 'warning', message: `--fragment-size above 13M is larger than Windows sends; IIS may refuse it (413), bits then halves it` });
           }
           for (const h of droppedHeaders) {
-            reporter.listener({ type: 'warning', message: `header ${h} is a secret and is not saved with job ${job.id}; bits resume will send the requests without it` });
+            reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
           }
         },
       });

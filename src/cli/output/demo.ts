@@ -54,6 +54,10 @@ export async function runDemo(opts: Record<string, string | boolean | undefined>
       if (opts.retry && i === Math.floor(steps / 2)) {
         emit({ type: 'retry', attempt: 1, delayMs: stepMs * 2, reason: 'connection reset (synthetic)' });
         emit({ type: 'warning', message: 'synthetic warning' });
+        // The server held less than was sent: every event type a real transfer can emit appears in the demo.
+        emit({ type: 'resync', from: done, to: Math.floor(done / 2) });
+        emit({ type: 'info', message: 'synthetic info' });
+        emit({ type: 'progress', bytesDone: done, totalBytes: size });
       }
       if (opts.wait && i === Math.floor(steps / 2)) {
         // Bounded wait: a test that forgets to send SIGINT still ends.

@@ -139,10 +139,12 @@ export function finalHumanLine(r: FinalResult): string {
     case 'complete': {
       const verb = r.kind === 'upload' ? 'uploaded' : r.kind === 'download' ? 'downloaded' : 'done:';
       let s = `${verb} ${formatBytes(r.bytes ?? 0)}`;
+      const moved = r.runBytes ?? r.bytes;
       if (r.elapsedMs !== undefined && r.elapsedMs > 0) {
         s += ` in ${formatDuration(r.elapsedMs / 1000)}`;
-        const moved = r.runBytes ?? r.bytes;
-        if (moved) s += ` (${formatRate((moved * 1000) / r.elapsedMs)})`;
+        // After a resume the time and rate are this run's: say which bytes they are about.
+        const part = moved !== undefined && r.bytes !== undefined && moved < r.bytes ? `${formatBytes(moved)} this run, ` : '';
+        if (moved) s += ` (${part}${formatRate((moved * 1000) / r.elapsedMs)})`;
       }
       if (r.destination) s += ` -> ${r.destination}`;
       if (r.replyFile) s += `; reply saved to ${r.replyFile}`;
@@ -153,7 +155,7 @@ export function finalHumanLine(r: FinalResult): string {
       return `${msg ?? 'suspended'}${id ? `; job ${id} is suspended${at}, ${resume}` : ''}`;
     case 'cancelled':
       return msg ?? (id ? `job ${id} cancelled` : 'cancelled');
-    case 'failed':
+    case 'error':
       return msg ?? 'failed';
   }
 }

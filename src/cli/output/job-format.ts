@@ -113,8 +113,8 @@ export function formatJobDetails(job: Job, alive: boolean, now: number): string 
   if (u) {
     if (u.bitsSessionId) rows.push(['session', u.bitsSessionId]);
     if (u.bitsHostId) rows.push(['host id', `${u.bitsHostId}${u.hostIdFallbackDeadline ? ` (fallback after ${new Date(u.hostIdFallbackDeadline).toISOString()})` : ''}`]);
-    if (u.bitsSessionId) rows.push(['confirmed', `${u.bytesTransferred} bytes acknowledged by the server`]);
-    rows.push(['source file', `${u.sourceEntitySize} bytes, modified ${new Date(u.sourceMtimeMs).toISOString()}`]);
+    if (u.bitsSessionId) rows.push(['confirmed', `${formatBytes(u.bytesTransferred)} acknowledged by the server`]);
+    rows.push(['source file', `${formatBytes(u.sourceEntitySize)} (${u.sourceEntitySize} bytes), modified ${new Date(u.sourceMtimeMs).toISOString()}`]);
     if (u.replyUrl) rows.push(['reply url', u.replyUrl]);
   }
   if (typeof job.options?.replyFile === 'string') rows.push(['reply file', job.options.replyFile]);

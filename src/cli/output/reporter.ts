@@ -55,6 +55,9 @@ export interface Reporter {
 /** Phases worth a line of their own in a CI log; the others show up in the next status line. */
 const LOGGED_PHASES = new Set<TransferPhase>(['waiting-host-fallback', 'verifying', 'cancelling']);
 
+/** How long a phase before the 'start' event (connecting, creating session) waits before bars are drawn. */
+const BARS_DELAY_MS = 1000;
+
 function statusIntervalFromEnv(): number {
   const v = Number(process.env.BITS_STATUS_INTERVAL_MS);
   return Number.isFinite(v) && v > 0 ? v : 5000;
@@ -84,7 +87,18 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
     else stderr.write(line);
   }
 
+  /** A phase before the transfer starts shows the bars only if it lasts: a quick 404 must not leave an empty 0 % bar. */
+  let beginTimer: NodeJS.Timeout | undefined;
+  function beginSoon(): void {
+    if (begun || finished || beginTimer) return;
+    if (!bars) return begin();
+    beginTimer = setTimeout(begin, BARS_DELAY_MS);
+    beginTimer.unref();
+  }
+
   function begin(): void {
+    if (beginTimer) clearTimeout(beginTimer);
+    beginTimer = undefined;
     if (begun || finished) return;
     begun = true;
     if (bars) {
@@ -99,6 +113,7 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
   function finish(): void {
     if (finished) return;
     finished = true;
+    if (beginTimer) clearTimeout(beginTimer);
     unregister();
     status?.stop();
     json?.finish();
@@ -116,14 +131,16 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
       case 'start': {
         session.updateJob({ jobId: state.jobId, kind: state.kind, source: state.source, destination: state.destination, totalBytes: state.total, bytesDone: state.done, startedAt: now });
         json?.write('start', { kind: state.kind, source: state.source, destination: state.destination, totalBytes: state.total, resumedAt: e.resumedAt });
-        if (status) stderr.write(startLine(state, e.resumedAt));
+        // The job id and destination, on a terminal as in a log: the line to find the job by later.
+        say(startLine(state, e.resumedAt));
         begin();
         break;
       }
       case 'phase':
         json?.write('phase', { phase: e.phase, detail: e.detail });
         if (status && LOGGED_PHASES.has(e.phase)) stderr.write(`bits: ${phaseText(state, now)}\n`);
-        begin();
+        if (state.kind !== undefined && state.source !== undefined) begin();
+        else beginSoon();
         break;
       case 'progress':
         session.updateJob({ bytesDone: state.done, totalBytes: state.total });

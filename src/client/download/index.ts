@@ -37,6 +37,7 @@
 import * as path from 'node:path';
 import { HttpTransport, type Transport } from '../../transport/http.js';
 import { InterruptedError, ProtocolError, SourceChangedError, UsageError, toBitsError } from '../../errors.js';
+import { formatBytes } from '../../units.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 import { buildToc, resolveApplicationRanges, type AppRange } from '../../protocol/download-ranges.js';
 import { defaultOutputName, validatorsFrom, type Validators } from '../../protocol/download-validate.js';
@@ -221,7 +222,8 @@ class Download implements SegmentHost {
     } catch (err) {
       const e = userSignal?.aborted ? new InterruptedError('download interrupted; resume to continue') : toBitsError(err);
       await this.checkpointer.flushQuietly();
-      if (e instanceof InterruptedError || e.resumable) this.emit({ type: 'phase', phase: 'suspended', detail: e.message });
+      // Only what the job will really be (suspend or retry): a 404 ends in error, and saying suspended first would contradict it.
+      if (e.disposition === 'suspend' || e.disposition === 'retry') this.emit({ type: 'phase', phase: 'suspended', detail: e.message });
       this.emit({ type: 'error', error: { code: e.code, message: e.message, exitCode: e.exitCode, resumable: e.resumable && !this.toStdout } });
       throw e;
     } finally {
@@ -282,7 +284,7 @@ class Download implements SegmentHost {
       ...(!this.unknownLength ? { totalBytes: this.table.total } : {}),
       ...(resumedAt > 0 ? { resumedAt } : {}),
     });
-    if (resumedAt > 0) this.emit({ type: 'info', message: `resuming at ${resumedAt} of ${this.table.total} bytes` });
+    if (resumedAt > 0) this.emit({ type: 'info', message: `resuming at ${formatBytes(resumedAt)}${this.table.total !== undefined ? ` of ${formatBytes(this.table.total)}` : ''}` });
 
     if (this.unknownLength) await this.streamUnknownLength();
     else await this.downloadWithRestarts();
@@ -348,7 +350,7 @@ class Download implements SegmentHost {
       const local = await readBack(fh, c.at, c.length);
       if (!remote.equals(local)) {
         this.warn(
-          `${new URL(c.source.url).host} sends no ETag or Last-Modified, and the ${c.length} bytes before the resume point differ from the partial file: the content changed; starting again from zero`,
+          `${new URL(c.source.url).host} sends no ETag or Last-Modified, and the ${formatBytes(c.length)} before the resume point differ from the partial file: the content changed; starting again from zero`,
           true,
         );
         this.table.forgetAll();
@@ -357,7 +359,7 @@ class Download implements SegmentHost {
         return;
       }
     }
-    this.emit({ type: 'info', message: `the server sends no validators: checked ${checks.reduce((n, c) => n + c.length, 0)} bytes before the resume point, unchanged` });
+    this.emit({ type: 'info', message: `the server sends no validators: checked ${formatBytes(checks.reduce((n, c) => n + c.length, 0))} before the resume point, unchanged` });
   }
 
   // -------------------------------------------------------------------------

@@ -4,6 +4,7 @@
  */
 import { UsageError } from '../../errors.js';
 import { parseRangeList } from '../../protocol/content-range.js';
+import { parseUserUrl } from '../../protocol/urls.js';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../protocol/failure.js';
 import type { Transport, TransportOptions } from '../../transport/http.js';
 import type { TransferListener } from '../events.js';
@@ -114,13 +115,11 @@ export function resolveSettings(opts: DownloadRunOptions): Settings {
 
 function check(s: Settings, opts: DownloadRunOptions): void {
   for (const u of [s.url, ...s.mirrors]) {
-    let parsed: URL;
     try {
-      parsed = new URL(u);
-    } catch {
-      throw new UsageError(`not a valid URL: ${JSON.stringify(u)}`);
+      parseUserUrl(u);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
     }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError(`only http and https URLs can be downloaded: ${u}`);
   }
   if (!Number.isSafeInteger(s.segments) || s.segments < 1 || s.segments > 64) {
     throw new UsageError(`--segments must be from 1 to 64, got ${s.segments}`);
