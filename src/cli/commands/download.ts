@@ -4,11 +4,12 @@
  * client is imported only when the command runs.
  */
 import { Option, type Command } from 'commander';
-import { onInterrupt, printFinal, runAction } from '../run.js';
+import { onInterrupt, printError, printFinal, runAction, type OutputOptions, type OutputSession } from '../run.js';
 import { addTransportOptions, noProgressTimeoutOption, settingsFromFlags, withConfigDefaults } from '../transport-options.js';
 import { LocalFileError, UsageError } from '../../errors.js';
 import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
+import type { TransferEvent } from '../../client/events.js';
 
 const MAX_SEGMENTS = 64;
 
@@ -31,8 +32,11 @@ export function register(program: Command): void {
     .command('download')
     .description('download URL to a file, resumably; ranges, parallel segments, mirrors, sha256')
     .argument('<url>', 'http or https URL to download')
-    .option('-o, --output <path>', 'output file; `-` = stdout (no resume) (default: the server\'s file name, in the current folder)')
+    .argument('[output]', 'output file, the same as -o (a folder, or a path ending in /: the server\'s file name in it)')
+    .option('-o, --output <path>', 'output file; a folder or a path ending in /: the server\'s file name in it; `-` = stdout (no resume) (default: the server\'s file name, in the current folder)')
+    .option('-d, --output-dir <dir>', 'folder for the output (created if missing); a relative -o is taken from it (wget -P, aria2c -d)')
     .option('-f, --force', 'overwrite an existing output file')
+    .option('--output-tty', 'with -o -: write the bytes even when stdout is a terminal')
     .option('--range <list>', 'download only these bytes, concatenated in order: 0-99,1000-1099,-500 (last 500),5000- (to the end)')
     .option('--segments <n>', `download in N parallel segments over separate connections (1..${MAX_SEGMENTS}; default 1, or one per source with --mirror)`)
     .addOption(new Option('--mirror <url>', 'another URL serving the same content (repeatable); checked with HEAD').argParser(collect).default([]))
@@ -52,20 +56,27 @@ content. Servers that ignore Range or mishandle multi-range requests are
 detected and handled. With -o - the data streams to stdout in order: nothing
 can be taken back there, so it cannot resume or use segments.
 
+With -o - and stdout a terminal, bits refuses (exit 2) unless --output-tty:
+binary data would garble the terminal. If the reader of -o - goes away before
+the end (\`| head -c 10\`), the download stops with exit 3, not 0.
+
 Examples:
   bits download https://example.com/big.iso
+  bits download https://example.com/big.iso ./x.bin
+  bits download -d ./downloads https://example.com/big.iso
+  bits download -o - https://example.com/big.iso | sha256sum
   bits download --segments 4 --sha256 <hex> -o big.iso https://example.com/big.iso
   bits download --mirror https://mirror2/big.iso --mirror https://mirror3/big.iso https://mirror1/big.iso
   bits download --range 0-1023,-1024 -o ends.bin https://example.com/big.iso`,
   );
-  cmd.action((url: string, opts: Record<string, unknown>, command: Command) =>
+  cmd.action((url: string, positional: string | undefined, opts: Record<string, unknown>, command: Command) =>
     runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
       // Validate everything before touching the network: UsageError, exit 2.
       checkUrl(url, 'URL');
       const mirrors = (opts.mirror as string[] | undefined) ?? [];
       mirrors.forEach((m) => checkUrl(m, '--mirror'));
-      const output = typeof opts.output === 'string' ? opts.output : undefined;
-      if (output === '') throw new UsageError('--output must not be empty');
+      const place = await outputPlace(typeof opts.output === 'string' ? opts.output : undefined, positional, typeof opts.outputDir === 'string' ? opts.outputDir : undefined);
+      const output = place.output;
       const segments = opts.segments !== undefined ? parseInteger(String(opts.segments), '--segments', 1, MAX_SEGMENTS) : undefined;
       const ranges = typeof opts.range === 'string' ? opts.range : undefined;
       if (ranges !== undefined && !parseRangeList(ranges)) {
@@ -80,6 +91,9 @@ Examples:
       if (output === '-') {
         if (segments !== undefined && segments > 1) throw new UsageError('--segments cannot be used with -o - (stdout takes bytes in order only)');
         if (opts.json === true) throw new UsageError('-o - cannot be combined with --json (both use stdout)');
+        if (process.stdout.isTTY === true && opts.outputTty !== true) {
+          throw new UsageError('-o - would write binary data to the terminal; redirect stdout (> FILE or | COMMAND), or add --output-tty to write it anyway');
+        }
       }
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
@@ -91,7 +105,7 @@ Examples:
         // Refuse before a job exists: a job that can only ever fail helps nobody.
         const { existsSync } = await import('node:fs');
         const { resolve } = await import('node:path');
-        const target = resolve(process.cwd(), output);
+        const target = resolve(place.cwd, output);
         if (existsSync(target)) throw new LocalFileError(`${target} already exists; use --force to overwrite it`, target);
       }
       if (output !== '-') {
@@ -105,7 +119,7 @@ Examples:
           {
             url,
             ...(output !== undefined ? { output } : {}),
-            cwd: process.cwd(),
+            cwd: place.cwd,
             force: opts.force === true,
             ...(ranges !== undefined ? { ranges } : {}),
             ...(segments !== undefined ? { segments } : {}),
@@ -134,6 +148,8 @@ Examples:
       const reporter = createReporter({ ...outOpts, kind: 'download' });
       const interrupt = onInterrupt(undefined, { session });
       const started = Date.now();
+      const unwatchPipe = watchClosedStdout(outOpts);
+      let completed: TransferEvent | undefined;
       try {
         const result = await downloadFile({
           url,
@@ -146,9 +162,12 @@ Examples:
           ...(fragmentSize !== undefined ? { fragmentSize } : {}),
           noProgressTimeoutMs,
           transport,
-          onEvent: reporter.listener,
+          // 'complete' only once stdout took every byte: a reader gone at the end is no success either.
+          onEvent: (e) => (e.type === 'complete' ? (completed = e) : reporter.listener(e)),
           signal: interrupt.signal,
         });
+        await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+        if (completed) reporter.listener(completed);
         reporter.finish();
         printFinal(outOpts, {
           state: 'complete',
@@ -163,7 +182,69 @@ Examples:
       } finally {
         reporter.finish();
         interrupt.dispose();
+        unwatchPipe();
       }
     }),
   );
+}
+
+/**
+ * Where the file goes: `-o` or the second argument (not both), in the folder of
+ * `-d` (created if missing). `-o` naming an existing folder, or ending in `/`,
+ * is a folder too: the server's file name goes in it (wget -P, aria2c -d).
+ */
+async function outputPlace(flag: string | undefined, positional: string | undefined, dirFlag: string | undefined): Promise<{ output?: string; cwd: string }> {
+  if (flag !== undefined && positional !== undefined) throw new UsageError(`the output is given twice (-o ${flag} and ${positional}); give one`);
+  let output = flag ?? positional;
+  if (output === '') throw new UsageError('--output must not be empty');
+  if (dirFlag === '') throw new UsageError('--output-dir must not be empty');
+  if (output === '-') {
+    if (dirFlag !== undefined) throw new UsageError('--output-dir cannot be used with -o - (stdout)');
+    return { output, cwd: process.cwd() };
+  }
+  const { statSync, mkdirSync } = await import('node:fs');
+  const path = await import('node:path');
+  let dir = dirFlag !== undefined ? path.resolve(process.cwd(), dirFlag) : process.cwd();
+  if (output !== undefined) {
+    const target = path.resolve(dir, output);
+    if (/[/\\]$/.test(output) || statSync(target, { throwIfNoEntry: false })?.isDirectory() === true) {
+      dir = target;
+      output = undefined;
+    }
+  }
+  if (dir !== process.cwd()) {
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new LocalFileError(`cannot use ${dir} as the output folder: ${(e as Error).message}`, dir, { cause: e });
+    }
+  }
+  return { ...(output !== undefined ? { output } : {}), cwd: dir };
+}
+
+/**
+ * `-o -` into a pipe whose reader went away (`| head -c 10`): the download did
+ * not reach its reader, so it must not end as done (the program's EPIPE rule,
+ * "a closed pipe is the reader's choice", is for listings). Exit 3, the local
+ * output could not be written, as curl exits 23 on a write error.
+ */
+function watchClosedStdout(out: OutputOptions & { session: OutputSession }): () => void {
+  const stdout = process.stdout;
+  const others = stdout.rawListeners('error') as Array<(...args: unknown[]) => void>;
+  for (const l of others) stdout.off('error', l);
+  const onError = (err: NodeJS.ErrnoException) => {
+    const e = new LocalFileError(
+      err.code === 'EPIPE' ? 'stdout was closed by its reader before the download ended (broken pipe); nothing more can be written' : `cannot write to stdout: ${err.message}`,
+      undefined,
+      { cause: err },
+    );
+    out.session.stopAllDisplays();
+    printError(out, e);
+    process.exit(e.exitCode);
+  };
+  stdout.on('error', onError);
+  return () => {
+    stdout.off('error', onError);
+    for (const l of others) stdout.on('error', l);
+  };
 }
