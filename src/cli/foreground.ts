@@ -135,6 +135,18 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   }
 }
 
+/**
+ * Asks for the passwords a run will need now, before the job, the progress
+ * bars and the first request: a prompt that appears later, when a server
+ * first challenges, is drawn over by the bars and looks like a hang. As curl
+ * does with `-u NAME`. Given passwords (flag, BITS_PASSWORD) return at once.
+ */
+export async function askPasswordsFirst(transport: TransportOptions): Promise<void> {
+  for (const c of [transport.credentials, transport.proxyCredentials]) {
+    if (typeof c === 'function') await c();
+  }
+}
+
 /** What to run next for a job that failed, as a command that works (resume takes the transport options). */
 export function nextStepHint(job: Job, e: BitsError): string {
   if (!isResumable(job, false)) return `cancel it with: bits cancel ${job.id}`;

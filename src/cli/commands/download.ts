@@ -108,6 +108,7 @@ Examples:
         const target = resolve(place.cwd, output);
         if (existsSync(target)) throw new LocalFileError(`${target} already exists; use --force to overwrite it`, target);
       }
+      await (await import('../foreground.js')).askPasswordsFirst(transport);
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
         const { openJobStore } = await import('../../store/index.js');

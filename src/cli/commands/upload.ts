@@ -77,6 +77,7 @@ Examples:
       const { transportFromSettings } = await import('../../jobs/transport.js');
       const transport = transportFromSettings(settings, { secrets });
       await checkReadableFile(file);
+      await (await import('../foreground.js')).askPasswordsFirst(transport);
 
       const { openJobStore } = await import('../../store/index.js');
       const { createUploadJob } = await import('../../jobs/runner.js');
