@@ -115,6 +115,8 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   const intr = jobInterrupt(out.session);
   const started = Date.now();
   try {
+    // Before the first request and the bars; signals now suspend the job (upload and download asked already).
+    if (out.transport) await askPasswordsFirst(out.transport);
     const ctx: RunContext = { store, onEvent: reporter.listener, signal: intr.signal, ...(out.transport ? { transport: out.transport } : {}) };
     const done = await runJob(job.id, ctx);
     reporter.finish();

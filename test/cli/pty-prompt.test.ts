@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BIN, childEnv, ensureBuilt, stripAnsi } from '../helpers/cli.js';
+import { BIN, childEnv, ensureBuilt, startBits, stripAnsi } from '../helpers/cli.js';
 import { startServe, type Served } from '../helpers/serve.js';
 
 const haveScript = spawnSync('script', ['--version']).status === 0;
@@ -44,7 +44,11 @@ interface PtyRun {
 }
 
 function uploadInPty(name: string): PtyRun {
-  const cmd = `echo BITSPID=$$; exec ${process.execPath} ${BIN} upload ${path.join(work, 'file.bin')} ${serve.url}uploads/${name} --user alice`;
+  return bitsInPty(`upload ${path.join(work, 'file.bin')} ${serve.url}uploads/${name} --user alice`);
+}
+
+function bitsInPty(args: string): PtyRun {
+  const cmd = `echo BITSPID=$$; exec ${process.execPath} ${BIN} ${args}`;
   const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: work, env: childEnv({ TERM: 'xterm-256color', COLUMNS: '100', BITS_PASSWORD: undefined, BITS_USER: undefined }), stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   const waiters = new Set<() => void>();
@@ -106,6 +110,21 @@ describe.skipIf(!haveScript)('password prompt in a pseudo-terminal', () => {
     expect(Date.now() - t0).toBeLessThan(15_000);
     expect(stripAnsi(run.screen()), JSON.stringify(run.screen())).toMatch(/bits: password prompt interrupted by SIGTERM/);
     expect(existsSync(path.join(root, 'uploads', 'term.bin'))).toBe(false);
+  });
+
+  test('bits resume asks before any progress too; SIGTERM at its prompt leaves the job suspended, exit 10', async () => {
+    const first = startBits(['upload', path.join(work, 'file.bin'), `${serve.url}uploads/resumed.bin`, '--user', 'alice:s3cret-pw', '--limit-rate', '1M'], { cwd: work });
+    await first.waitFor(/job (\w+)/);
+    first.child.kill('SIGINT');
+    const r = await first.done;
+    expect(r.code, r.stderr).toBe(10);
+    const id = /job (\w+)/.exec(r.stderr)![1]!;
+    const run = bitsInPty(`resume ${id}`);
+    await run.waitFor(/Password for alice: /);
+    expect(run.screen()).not.toContain('█');
+    process.kill(run.pid(), 'SIGTERM');
+    expect(await run.exited).toBe(10);
+    expect(stripAnsi(run.screen())).toMatch(new RegExp(`job ${id} suspended at .*continue with: bits resume ${id}`));
   });
 
   test('Ctrl-C at the prompt: exit 10', async () => {
