@@ -79,6 +79,10 @@ describe('where the output goes', () => {
     expect(readFileSync(path.join(cwd, 'dl', 'renamed.txt'), 'utf8')).toBe('hello from bits serve\n');
     const c = await runBits(['download', '-d', 'dl', '-o', '-', `${serve.url}hello.txt`], { cwd });
     expect(c.code).toBe(2);
+    // A command-line mistake leaves no folder behind.
+    const d = await runBits(['download', '-d', 'never', '--range', 'bogus', `${serve.url}hello.txt`], { cwd });
+    expect(d.code).toBe(2);
+    expect(existsSync(path.join(cwd, 'never'))).toBe(false);
   });
 });
 

@@ -101,6 +101,7 @@ Examples:
       const transport = transportFromSettings(settings, { secrets });
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
 
+      if (output !== '-') await makeOutputFolder(place.cwd);
       if (output !== undefined && output !== '-' && opts.force !== true) {
         // Refuse before a job exists: a job that can only ever fail helps nobody.
         const { existsSync } = await import('node:fs');
@@ -203,7 +204,7 @@ async function outputPlace(flag: string | undefined, positional: string | undefi
     if (dirFlag !== undefined) throw new UsageError('--output-dir cannot be used with -o - (stdout)');
     return { output, cwd: process.cwd() };
   }
-  const { statSync, mkdirSync } = await import('node:fs');
+  const { statSync } = await import('node:fs');
   const path = await import('node:path');
   let dir = dirFlag !== undefined ? path.resolve(process.cwd(), dirFlag) : process.cwd();
   if (output !== undefined) {
@@ -213,14 +214,18 @@ async function outputPlace(flag: string | undefined, positional: string | undefi
       output = undefined;
     }
   }
-  if (dir !== process.cwd()) {
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (e) {
-      throw new LocalFileError(`cannot use ${dir} as the output folder: ${(e as Error).message}`, dir, { cause: e });
-    }
-  }
   return { ...(output !== undefined ? { output } : {}), cwd: dir };
+}
+
+/** The output folder, created once every option is known to be valid (a mistyped flag leaves no folder behind). */
+async function makeOutputFolder(dir: string): Promise<void> {
+  if (dir === process.cwd()) return;
+  const { mkdirSync } = await import('node:fs');
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new LocalFileError(`cannot use ${dir} as the output folder: ${(e as Error).message}`, dir, { cause: e });
+  }
 }
 
 /**
