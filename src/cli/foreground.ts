@@ -115,6 +115,8 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   const intr = jobInterrupt(out.session);
   const started = Date.now();
   try {
+    // Before the first request and the bars; signals now suspend the job (upload and download asked already).
+    if (out.transport) await askPasswordsFirst(out.transport);
     const ctx: RunContext = { store, onEvent: reporter.listener, signal: intr.signal, ...(out.transport ? { transport: out.transport } : {}) };
     const done = await runJob(job.id, ctx);
     reporter.finish();
@@ -132,6 +134,18 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
     throw e;
   } finally {
     intr.dispose();
+  }
+}
+
+/**
+ * Asks for the passwords a run will need now, before the job, the progress
+ * bars and the first request: a prompt that appears later, when a server
+ * first challenges, is drawn over by the bars and looks like a hang. As curl
+ * does with `-u NAME`. Given passwords (flag, BITS_PASSWORD) return at once.
+ */
+export async function askPasswordsFirst(transport: TransportOptions): Promise<void> {
+  for (const c of [transport.credentials, transport.proxyCredentials]) {
+    if (typeof c === 'function') await c();
   }
 }
 

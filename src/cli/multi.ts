@@ -36,8 +36,18 @@ export function parseInputList(text: string, where: string): Array<{ url: string
 }
 
 /** Whether a download command line asks for the several-files form. */
+/** Several URLs or an -i list: one job per file. One URL (with or without -d) is the ordinary download. */
 export function isMultiDownload(urls: string[], opts: Record<string, unknown>): boolean {
-  return urls.length > 1 || typeof opts.inputFile === 'string' || typeof opts.outputDir === 'string';
+  return urls.length > 1 || typeof opts.inputFile === 'string';
+}
+
+/**
+ * `bits download URL OUTPUT`: a second argument that is not a URL (no scheme) is
+ * the output, as -o; anything else is a list of URLs.
+ */
+export function splitOutputArgument(args: string[]): { urls: string[]; positional?: string } {
+  if (args.length === 2 && !/^[a-z][a-z0-9+.-]*:\/\//i.test(args[1]!)) return { urls: [args[0]!], positional: args[1]! };
+  return { urls: args };
 }
 
 /** The downloads a command line asks for: its URLs, then the -i list's, into -d DIR (default: cwd). */

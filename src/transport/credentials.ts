@@ -124,9 +124,14 @@ export interface PromptIO {
   env?: NodeJS.ProcessEnv;
 }
 
+/** Signals that end a waiting prompt: in raw mode Ctrl-C is a key, but `kill`, `timeout` and a closed terminal send these. */
+const PROMPT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
 /**
  * Reads a password from the terminal without echo (raw mode, so no line discipline
- * echoes it). Ctrl-C interrupts; Backspace edits.
+ * echoes it). Ctrl-C interrupts; Backspace edits. SIGTERM, SIGINT or SIGHUP while
+ * it waits end it too (InterruptedError, exit 10), with the terminal back out of
+ * raw mode: a prompt must never outlive `timeout 6 bits …`.
  */
 export function promptPassword(prompt: string, io: PromptIO = {}): Promise<string> {
   const input = io.input ?? process.stdin;
@@ -136,7 +141,9 @@ export function promptPassword(prompt: string, io: PromptIO = {}): Promise<strin
   }
   return new Promise<string>((resolve, reject) => {
     let pw = '';
+    const onSignal = (sig: NodeJS.Signals) => done(new InterruptedError(`password prompt interrupted by ${sig}`));
     const done = (err?: Error) => {
+      for (const sig of PROMPT_SIGNALS) process.off(sig, onSignal);
       input.removeListener('data', onData);
       input.setRawMode!(false);
       input.pause();
@@ -153,6 +160,7 @@ export function promptPassword(prompt: string, io: PromptIO = {}): Promise<strin
       }
     };
     output.write(prompt);
+    for (const sig of PROMPT_SIGNALS) process.on(sig, onSignal);
     input.setRawMode!(true);
     input.on('data', onData);
     input.resume();

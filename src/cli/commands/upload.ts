@@ -97,6 +97,7 @@ Examples:
         return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport, ...(background ? { background } : {}) });
       }
       await checkReadableFile(file);
+      await (await import('../foreground.js')).askPasswordsFirst(transport);
 
       const { openJobStore } = await import('../../store/index.js');
       const { createUploadJob } = await import('../../jobs/runner.js');
