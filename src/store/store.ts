@@ -189,7 +189,10 @@ class FileJobStore implements JobStore {
       let id: string;
       do id = newJobId();
       while (data.jobs[id] !== undefined);
-      const now = new Date().toISOString();
+      // Creation order is list order (and queue order): two jobs created in the same millisecond
+      // must not be ordered by their random ids, so createdAt only ever moves forward.
+      const latest = Object.values(data.jobs).reduce((m, j) => Math.max(m, Date.parse(j.createdAt) || 0), 0);
+      const now = new Date(Math.max(Date.now(), latest + 1)).toISOString();
       const { kind, source, destination, state, bytesDone, ...rest } = input;
       const job = checked(sanitizeJob(dropUndefined({
         id, kind, source, destination,

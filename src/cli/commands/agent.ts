@@ -28,7 +28,7 @@ second one exits at once. Its log is agent.log beside jobs.json.
 Examples:
   bits agent                 (in the foreground, e.g. from a service manager)
   bits agent log
-  bits agent install --write (start it at login: systemd user unit / launchd agent)`,
+  bits agent install         (prints the systemd user unit / launchd agent; --write installs it)`,
     )
     .action(() => runAction({}, async () => runAgentCommand()));
 

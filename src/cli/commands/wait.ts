@@ -30,8 +30,7 @@ server refused, 10 suspended, 11 cancelled, ...; see bits --help). A job the
 agent will retry later is still waited for.
 
 Examples:
-  id=$(bits upload --background ./big.iso https://server/uploads/big.iso)
-  bits wait "$id"
+  bits wait $(bits upload --background ./big.iso https://server/uploads/big.iso)
   bits wait --all --quiet`,
     )
     .action((ids: string[], opts: Record<string, unknown>) =>
