@@ -57,11 +57,33 @@ export interface ServerLimits {
   tlsHandshakeTimeoutSeconds: number;
 }
 
+/**
+ * When a FRAGMENT's bytes reach the disk. A client always continues from the offset the
+ * server reports (§3.1.4.3), so what matters is that a restarted server reports only what
+ * is durable:
+ * - `group` (default): an Ack means the bytes are written (in the page cache). The request
+ *   file is fdatasynced every syncEveryBytes or syncEverySeconds, whichever comes first, and
+ *   always before the final fragment's Ack; after each sync the session record stores the
+ *   durable length, and a (re)loaded session is cut back to it. A power cut loses at most
+ *   the Acks since the last sync: the client resyncs backwards and resends them.
+ * - `ack`: every Ack waits for an fdatasync of its fragment; nothing acknowledged is lost.
+ */
+export type DurabilityMode = 'group' | 'ack';
+
+export interface DurabilityConfig {
+  mode: DurabilityMode;
+  /** group: bytes acknowledged since the last sync that start the next one. */
+  syncEveryBytes: number;
+  /** group: longest time an acknowledged byte waits for its sync, seconds. */
+  syncEverySeconds: number;
+}
+
 export interface ServerConfig {
   defaults: DirectoryConfig;
   /** Keyed by URL path prefix, e.g. `/upload` or `/replies/app`. */
   directories: Record<string, Partial<DirectoryConfig>>;
   limits: ServerLimits;
+  durability: DurabilityConfig;
 }
 
 export const DEFAULT_DIRECTORY_CONFIG: DirectoryConfig = {
@@ -86,6 +108,12 @@ export const DEFAULT_LIMITS: ServerLimits = {
   tlsHandshakeTimeoutSeconds: 10,
 };
 
+export const DEFAULT_DURABILITY: DurabilityConfig = {
+  mode: 'group',
+  syncEveryBytes: 64 * 1024 * 1024,
+  syncEverySeconds: 1,
+};
+
 /** Settings for the virtual directory that holds `urlPath` (longest prefix wins). */
 export function directoryConfigFor(config: ServerConfig, urlPath: string): DirectoryConfig {
   let best: string | undefined;
@@ -105,6 +133,7 @@ export interface ServerConfigFile {
   defaults?: Partial<DirectoryConfig>;
   directories?: Record<string, Partial<DirectoryConfig>>;
   limits?: Partial<ServerLimits>;
+  durability?: Partial<DurabilityConfig>;
 }
 
 /** `2G`, `512M`, `100KiB`, `1.5GB` (binary units), a plain byte count, or `unlimited`/`Infinity`. */
@@ -172,6 +201,18 @@ const LIMIT_KEYS: Record<keyof ServerLimits, { check: Check; expect: string }> =
   tlsHandshakeTimeoutSeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
 };
 
+const DURABILITY_KEYS: Record<keyof DurabilityConfig, { check: Check; expect: string }> = {
+  mode: { check: (v) => (v === 'group' || v === 'ack' ? v : undefined), expect: '"group" or "ack"' },
+  syncEveryBytes: {
+    check: (v) => {
+      const n = size(v);
+      return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : undefined;
+    },
+    expect: 'a byte count or a size like "64M"',
+  },
+  syncEverySeconds: { check: positiveNumber, expect: 'a positive number of seconds' },
+};
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -228,6 +269,8 @@ export async function loadServerConfigFile(file: string): Promise<ServerConfigFi
       checkNotification(file, 'defaults', out.defaults);
     } else if (k === 'limits') {
       out.limits = validateSection<ServerLimits>(file, 'limits', v, LIMIT_KEYS);
+    } else if (k === 'durability') {
+      out.durability = validateSection<DurabilityConfig>(file, 'durability', v, DURABILITY_KEYS);
     } else if (k === 'directories') {
       if (!isPlainObject(v)) throw new Error(`${file}: "directories" must be an object keyed by URL path`);
       out.directories = {};
@@ -238,7 +281,7 @@ export async function loadServerConfigFile(file: string): Promise<ServerConfigFi
         out.directories[prefix] = dir;
       }
     } else if (k !== '$schema' && k !== 'comment') {
-      throw new Error(`${file}: unknown key "${k}" (known: defaults, directories, limits)`);
+      throw new Error(`${file}: unknown key "${k}" (known: defaults, directories, limits, durability)`);
     }
   }
   for (const [prefix, d] of Object.entries(out.directories ?? {})) {

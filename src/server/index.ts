@@ -7,7 +7,15 @@ import { startHttp1Server, type Http1Request, type Http1Response } from './http1
 import { UploadServer } from './upload-server.js';
 import { DownloadServer } from './download-server.js';
 import { checkBasicAuth, type BasicCredentials } from './auth.js';
-import { DEFAULT_DIRECTORY_CONFIG, DEFAULT_LIMITS, type DirectoryConfig, type ServerConfig, type ServerLimits } from './config.js';
+import {
+  DEFAULT_DIRECTORY_CONFIG,
+  DEFAULT_DURABILITY,
+  DEFAULT_LIMITS,
+  type DirectoryConfig,
+  type DurabilityConfig,
+  type ServerConfig,
+  type ServerLimits,
+} from './config.js';
 import { BITS_POST, isBitsPost } from '../protocol/headers.js';
 
 export interface ServeOptions {
@@ -21,6 +29,8 @@ export interface ServeOptions {
   defaults?: Partial<DirectoryConfig>;
   directories?: Record<string, Partial<DirectoryConfig>>;
   limits?: Partial<ServerLimits>;
+  /** When acknowledged bytes reach the disk (config.ts DurabilityConfig); default group commit. */
+  durability?: Partial<DurabilityConfig>;
   /** Require HTTP Basic authentication for every request. */
   basicAuth?: BasicCredentials;
   /** Serve HTTPS with this certificate. */
@@ -48,6 +58,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     defaults: { ...DEFAULT_DIRECTORY_CONFIG, ...(opts.defaults ?? {}) },
     directories: opts.directories ?? {},
     limits: { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) },
+    durability: { ...DEFAULT_DURABILITY, ...(opts.durability ?? {}) },
   };
   const raw = opts.log;
   // Paths and headers are the client's text: a raw ESC or BEL must never reach a terminal or log file.

@@ -9,8 +9,11 @@
  * and an upload-reply response entity in
  *   <root>/vdir/BITS-Sessions/Replies/{GUID}/responsefile.bin
  *
- * Durability rule: the received offset is never persisted as a number; it is the
- * request file's size, which only grows by fsynced, acknowledged fragments.
+ * Durability rule: the received offset is the request file's size, cut back at load to
+ * the record's durableLength when there is one (group commit, config.ts DurabilityConfig:
+ * bytes past it were acknowledged but maybe never reached the disk). durableLength only
+ * ever names bytes that were fdatasynced before it was written; a record without it
+ * (`ack` durability, where every Ack waited for its sync) trusts the file's size.
  *
  * Symlink rule: nothing below the virtual directory is ever followed. Every level from
  * the folder's real path down (BITS-Sessions, Requests, {GUID}) is lstat'ed when it is
@@ -65,6 +68,11 @@ export interface SessionRecord {
   client?: string;
   /** Folders above BITS-Sessions that CREATE-SESSION made (removed again when the session is dropped unfinished). */
   madeDirs?: number;
+  /**
+   * Group commit: bytes of the request file known to be on disk. A loaded session is cut
+   * back to it; absent, the file's size is trusted (every Ack waited for its sync).
+   */
+  durableLength?: number;
 }
 
 /** A loaded session: the record plus where it lives and what the disk says. */
@@ -80,6 +88,8 @@ export interface Session {
   root: string;
   /** FRAGMENTs waiting for the lock (capped: see upload-server.ts). */
   waiting?: number;
+  /** The last session.json write queued (see saveSession). */
+  saving?: Promise<void>;
 }
 
 /**
@@ -172,9 +182,19 @@ export async function writeJsonAtomic(file: string, value: unknown): Promise<voi
   await writeDurableAsync(file, JSON.stringify(value, null, 2) + '\n', 0o644);
 }
 
-export async function saveSession(s: Session): Promise<void> {
-  await verifySessionDirs(s);
-  await writeJsonAtomic(path.join(requestDir(s), SESSION_FILE), s.record);
+/**
+ * Writes session.json. Writes of one session run one after another, each serialising the
+ * record when its turn comes: a group commit's background write and a state change under
+ * the session lock may overlap, and the last rename must carry the newest record.
+ */
+export function saveSession(s: Session): Promise<void> {
+  const write = async (): Promise<void> => {
+    await verifySessionDirs(s);
+    await writeJsonAtomic(path.join(requestDir(s), SESSION_FILE), s.record);
+  };
+  const next = (s.saving ?? Promise.resolve()).catch(() => {}).then(write);
+  s.saving = next;
+  return next;
 }
 
 /**
@@ -248,6 +268,7 @@ function isRecord(v: unknown): v is SessionRecord {
     typeof r['originalUrl'] === 'string' &&
     typeof r['protocol'] === 'string' &&
     (r['totalLength'] === undefined || (typeof r['totalLength'] === 'number' && Number.isSafeInteger(r['totalLength']))) &&
+    (r['durableLength'] === undefined || (typeof r['durableLength'] === 'number' && Number.isSafeInteger(r['durableLength']) && r['durableLength'] >= 0)) &&
     (r['state'] === 'STATE_RECEIVE_FRAGMENTS' || r['state'] === 'STATE_WAIT_FOR_CLOSE') &&
     typeof r['createdAt'] === 'number' &&
     typeof r['lastActivity'] === 'number' &&
@@ -272,13 +293,20 @@ async function loadOne(root: string, sessionsDir: string, idDir: string, log: (l
   let size: number;
   let mtime: number;
   try {
-    // Make the size we trust durable: whatever is in the file now is what we acknowledge from here on.
     const fh = await open(path.join(dir, REQUEST_FILE), fsConstants.O_RDWR | (fsConstants.O_NOFOLLOW ?? 0));
     try {
-      await fh.sync();
       const st = await fh.stat();
       size = st.size;
       mtime = st.mtimeMs;
+      if (record.durableLength !== undefined && size > record.durableLength) {
+        // Acknowledged after the last group commit: maybe never on disk (a power cut loses the
+        // page cache, and with it any of these pages). The client resyncs and resends them.
+        log(`sessions: ${record.id}: cutting the request file back from ${size} to its durable ${record.durableLength} bytes`);
+        await fh.truncate(record.durableLength);
+        size = record.durableLength;
+      }
+      // Make the size we trust durable: whatever is in the file now is what we acknowledge from here on.
+      await fh.sync();
     } finally {
       await fh.close();
     }
@@ -292,7 +320,19 @@ async function loadOne(root: string, sessionsDir: string, idDir: string, log: (l
   }
   // Fragments do not rewrite session.json; the file's mtime is their activity record.
   record.lastActivity = Math.max(record.lastActivity, mtime);
-  return { record, sessionsDir, received: size, lock: Promise.resolve(), root };
+  const session: Session = { record, sessionsDir, received: size, lock: Promise.resolve(), root };
+  if (record.durableLength !== undefined && record.durableLength > size) {
+    // Less is on disk than the record says (the file was cut): bytes written past the new end
+    // later must not be taken for durable ones after the next restart.
+    record.durableLength = size;
+    try {
+      await saveSession(session);
+    } catch (err) {
+      log(`sessions: ignoring ${dir}: cannot record the durable length (${(err as Error).message})`);
+      return undefined;
+    }
+  }
+  return session;
 }
 
 /**

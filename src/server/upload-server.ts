@@ -40,6 +40,7 @@ import type { Http1Request, Http1Response } from './http1.js';
 import { directoryConfigFor, type DirectoryConfig, type ServerConfig } from './config.js';
 import { PathRejected, resolveUnderRoot, safeSegments } from './paths.js';
 import { BackEndClient } from './notify.js';
+import { RequestFiles } from './request-files.js';
 import { writevAll } from '../io/write-all.js';
 import {
   SESSIONS_DIR,
@@ -47,7 +48,6 @@ import {
   SymlinkRefused,
   createSessionOnDisk,
   deleteSessionFromDisk,
-  openRequestFile,
   prepareReplyDir,
   verifySessionDirs,
   exists,
@@ -132,10 +132,10 @@ const MAX_FRAGMENT_WAITERS = 4;
 /** Bytes gathered from the request body before one pwritev (see appendBody). */
 const WRITE_BATCH = 1024 * 1024;
 /**
- * A fragment's bytes must be on disk before its Ack, and the client cannot send the next
- * fragment before that Ack: with one flush at the end, the network waited for the disk
- * and the disk for the network. Flushing every EARLY_FLUSH_BYTES while the body is still
- * arriving moves most of the write-back under the transfer; the final flush (which the
+ * `ack` durability: a fragment's bytes must be on disk before its Ack, and the client cannot
+ * send the next fragment before that Ack: with one flush at the end, the network waited for
+ * the disk and the disk for the network. Flushing every EARLY_FLUSH_BYTES while the body is
+ * still arriving moves most of the write-back under the transfer; the final flush (which the
  * Ack still waits for) only has the tail left.
  */
 const EARLY_FLUSH_BYTES = 2 * 1024 * 1024;
@@ -232,10 +232,13 @@ export class UploadServer {
   /** CREATE-SESSION times per client within the last minute (limits.sessionsPerMinutePerClient). */
   private readonly creations = new Map<string, number[]>();
   private readonly backEnd = new BackEndClient();
+  private readonly files: RequestFiles;
   private sweeper: NodeJS.Timeout | undefined;
   private realRoot = '';
 
-  constructor(readonly options: UploadServerOptions) {}
+  constructor(readonly options: UploadServerOptions) {
+    this.files = new RequestFiles(options.config.durability, options.log);
+  }
 
   /** Load persisted sessions, start the session-timeout sweeper. */
   async start(): Promise<void> {
@@ -254,8 +257,10 @@ export class UploadServer {
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
-    // Let requests that are mid-write finish their fsync before the process may exit.
+    // Let requests that are mid-write finish before the process may exit; then everything
+    // acknowledged goes to disk (a graceful stop loses nothing, whatever the durability).
     await Promise.all([...this.sessions.values()].map((s) => s.lock.catch(() => {})));
+    await this.files.closeAll(this.sessions.values());
     await this.backEnd.close();
   }
 
@@ -295,6 +300,7 @@ export class UploadServer {
     if (this.sessions.get(s.record.id) !== s || !this.isExpired(s)) return;
     this.sessions.delete(s.record.id);
     this.options.log(`session ${s.record.id} expired (${s.record.urlPath})`);
+    await this.files.end(s);
     await deleteSessionFromDisk(s, true).catch((err) => this.options.log(`session ${s.record.id}: ${(err as Error).message}`));
   }
 
@@ -458,6 +464,8 @@ export class UploadServer {
       notified: false,
       copyToDestination: true,
       client,
+      // Group commit: nothing is durable yet, and a reload must know it (sessions.ts).
+      ...(this.files.groupCommit ? { durableLength: 0 } : {}),
     };
     const session: Session = {
       record,
@@ -550,6 +558,8 @@ export class UploadServer {
     return this.withLock(s, async () => {
       unwait();
       if (this.sessions.get(s.record.id) !== s) fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
+      // Before the offset is looked at: a failed background sync moves it back.
+      await this.files.prepare(s);
       const rec = s.record;
       // A different entity length than an earlier fragment's is E_INVALIDARG (§2.2.1.2 table).
       if (rec.totalLength !== undefined && rec.totalLength !== total) fail(400, HRESULT.E_INVALIDARG);
@@ -580,6 +590,7 @@ export class UploadServer {
       await this.appendBody(req, s, length);
       rec.lastActivity = Date.now();
       if (s.received === total) return this.complete(s, cfg);
+      this.files.written(s);
       return this.fragmentAck(s);
     }).finally(unwait);
   }
@@ -599,16 +610,22 @@ export class UploadServer {
     });
   }
 
-  /** Appends the body at the received offset; on any failure the file is cut back to what was acknowledged. */
+  /**
+   * Appends the body at the received offset; on any failure the file is cut back to what was
+   * acknowledged. With `ack` durability the bytes are on disk when it returns; with group
+   * commit they are written, and RequestFiles makes them durable later.
+   */
   private async appendBody(req: Http1Request, s: Session, length: number): Promise<void> {
     const start = s.received;
+    const syncEachAck = !this.files.groupCommit;
     let fh;
     try {
-      fh = await openRequestFile(s);
+      fh = await this.files.acquire(s);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // The request entity was deleted under us: the session is gone (§3.2.5.2.7 treats it likewise).
         this.sessions.delete(s.record.id);
+        await this.files.end(s);
         await deleteSessionFromDisk(s).catch(() => {});
         fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
       }
@@ -626,29 +643,32 @@ export class UploadServer {
         await writevAll(fh, bufs, pos, bytes);
         pos += bytes;
         unflushed += bytes;
-        if (unflushed >= EARLY_FLUSH_BYTES && !early) {
+        if (syncEachAck && unflushed >= EARLY_FLUSH_BYTES && !early) {
           unflushed = 0;
           early = fh.datasync().finally(() => (early = undefined));
           early.catch(() => {}); // its error, if any, comes back from the final flush
         }
       });
       if (pos - start !== length) throw new Error(`fragment body ended after ${pos - start} of ${length} bytes`);
-      await early;
-      // An Ack means the bytes are on disk: this flush is what the Ack waits for. fdatasync covers
-      // the data and the file size (all a resume needs: the size is the received offset), not the mtime.
-      await fh.datasync();
+      if (syncEachAck) {
+        await early;
+        // An Ack means the bytes are on disk: this flush is what the Ack waits for. fdatasync covers
+        // the data and the file size (all a resume needs: the size is the received offset), not the mtime.
+        await fh.datasync();
+      }
       s.received = pos;
     } catch (err) {
       await early?.catch(() => {});
       if (touched) {
         await fh.truncate(start).catch(() => {});
-        await fh.sync().catch(() => {});
+        // Group commit needs no sync: a reload cuts the file back to durableLength <= start anyway.
+        if (syncEachAck) await fh.sync().catch(() => {});
       }
       if (isDiskFullError(err)) fail(500, HRESULT.ERROR_DISK_FULL, { close: true });
       // The client went away or stalled mid-body: nobody reads this answer, the connection closes.
       throw new BitsReply(bitsError(400, HRESULT.E_INVALIDARG, { sessionId: s.record.id, close: true }));
     } finally {
-      await fh.close().catch(() => {});
+      this.files.release(s);
     }
   }
 
@@ -669,6 +689,9 @@ export class UploadServer {
   /** Notifies the server application; returns the error Ack on failure (session stays in RECEIVE_FRAGMENTS). */
   private async runNotification(s: Session, cfg: DirectoryConfig): Promise<Http1Response | undefined> {
     const rec = s.record;
+    // The entity is complete: it is on disk before anyone is told so (the Ack, the back end, the copy).
+    // The record written below carries the durable length.
+    await this.files.sync(s);
     if (cfg.notificationType === 'none' || !cfg.notificationUrl) {
       // §3.3.5.2.1: no server application; the destination is populated at CLOSE-SESSION.
       rec.copyToDestination = true;
@@ -718,6 +741,7 @@ export class UploadServer {
     if (!(await exists(src))) {
       // §3.2.5.2.7: the request entity was deleted.
       this.sessions.delete(rec.id);
+      await this.files.end(s);
       await deleteSessionFromDisk(s).catch(() => {});
       throw new BitsReply({ status: 404, headers: ackHeaders(rec.id), body: '' });
     }
@@ -731,6 +755,8 @@ export class UploadServer {
       const failure = await this.runNotification(s, cfg);
       if (failure) return failure;
     }
+    // Synced when the entity completed (runNotification); nothing writes to it any more.
+    await this.files.end(s);
     if (rec.copyToDestination) {
       await verifySessionDirs(s);
       let dest: string;
@@ -766,6 +792,7 @@ export class UploadServer {
     if (this.sessions.get(s.record.id) === s) {
       this.sessions.delete(s.record.id);
       this.rememberClosed(s.record.id, s.record.urlPath);
+      await this.files.end(s);
       await deleteSessionFromDisk(s, true);
     }
     return ack({}, s.record.id);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { runAction } from '../run.js';
 import { UsageError } from '../../errors.js';
 import { parseDurationSeconds, parseInteger, parseSize } from '../parse.js';
-import type { DirectoryConfig, NotificationType, ServerConfigFile, ServerLimits } from '../../server/config.js';
+import type { DirectoryConfig, DurabilityConfig, NotificationType, ServerConfigFile, ServerLimits } from '../../server/config.js';
 import type { ServeOptions } from '../../server/index.js';
 
 interface ServeFlags {
@@ -38,6 +38,9 @@ interface ServeFlags {
   minRate?: string;
   rateGrace?: string;
   tlsHandshakeTimeout?: string;
+  durability?: 'group' | 'ack';
+  syncEvery?: string;
+  syncInterval?: string;
   basicAuth?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -105,6 +108,14 @@ export function register(program: Command): void {
     .addOption(new Option('--min-rate <bytes/s>', 'cut bodies sent and responses read slower than this (default 500)'))
     .addOption(new Option('--rate-grace <seconds>', 'grace period and window of --min-rate (default 10)'))
     .addOption(new Option('--tls-handshake-timeout <seconds>', 'time to complete a TLS handshake (default 10)'))
+    .addOption(
+      new Option('--durability <mode>', 'group: sync every --sync-every/--sync-interval and at the end (default); ack: before every Ack').choices([
+        'group',
+        'ack',
+      ]),
+    )
+    .addOption(new Option('--sync-every <size>', 'group durability: sync after this many acknowledged bytes (default 64M)'))
+    .addOption(new Option('--sync-interval <seconds>', 'group durability: sync an acknowledged byte within this long (default 1)'))
     .addOption(
       new Option('--basic-auth <user:password>', 'require HTTP Basic auth (or set BITS_SERVE_USER and BITS_SERVE_PASSWORD)'),
     )
@@ -210,7 +221,16 @@ export async function serveOptionsFrom(flags: ServeFlags, given: (key: keyof Ser
   seconds(flags.tlsHandshakeTimeout, '--tls-handshake-timeout', 'tlsHandshakeTimeoutSeconds');
   if (flags.minRate !== undefined) limits.minRateBytesPerSec = parseInteger(flags.minRate, '--min-rate', 1, 1_000_000_000);
 
-  const opts: ServeOptions = { root, host, port, defaults, limits };
+  // Durability: flags over the file's "durability" section over the built-in default (server/config.ts).
+  const durability: Partial<DurabilityConfig> = { ...(file.durability ?? {}) };
+  if (flags.durability !== undefined) durability.mode = flags.durability;
+  if (flags.syncEvery !== undefined) {
+    durability.syncEveryBytes = parseSize(flags.syncEvery, '--sync-every');
+    if (durability.syncEveryBytes < 1) throw new UsageError('--sync-every: must be at least 1 byte');
+  }
+  if (flags.syncInterval !== undefined) durability.syncEverySeconds = parseDurationSeconds(flags.syncInterval, '--sync-interval');
+
+  const opts: ServeOptions = { root, host, port, defaults, limits, durability };
   if (file.directories) opts.directories = file.directories;
 
   const basicAuth = basicAuthFrom(flags.basicAuth);
