@@ -142,6 +142,9 @@ describe('bits serve (built binary)', () => {
       [['--basic-auth', 'nobody'], /--basic-auth/],
       [['--no-such-flag'], /unknown option/],
       [['--config', '/definitely/not/here.json'], /--config: .*here\.json/],
+      [['--durability', 'never'], /--durability/],
+      [['--sync-every', '0'], /--sync-every/],
+      [['--sync-interval', 'soon'], /--sync-interval/],
     ];
     // In parallel: each is a process start-up.
     const results = await Promise.all(
@@ -246,6 +249,10 @@ describe('serveOptionsFrom (flags -> ServeOptions)', () => {
     });
     expect(o.limits).toEqual({ maxFragmentBytes: 1024 * 1024, maxSessions: 7 });
     expect(o.basicAuth).toEqual({ user: 'u', password: 'p:w' });
+    // Durability: the flags, else the file's "durability" section, else config.ts's default (group commit).
+    expect(o.durability).toEqual({});
+    const d = await serveOptionsFrom({ ...flags, durability: 'ack', syncEvery: '16M', syncInterval: '5' }, () => true);
+    expect(d.durability).toEqual({ mode: 'ack', syncEveryBytes: 16 * 1024 ** 2, syncEverySeconds: 5 });
   });
 
   it('--config supplies directory settings and limits; flags given override it', async () => {
@@ -256,14 +263,16 @@ describe('serveOptionsFrom (flags -> ServeOptions)', () => {
         defaults: { maxUploadSize: '1M', allowOverwrites: false, sessionTimeoutSeconds: 60 },
         directories: { '/drop': { uploadsEnabled: true, maxUploadSize: '5G' } },
         limits: { maxSessions: 5, maxFragmentBytes: '8M' },
+        durability: { mode: 'ack', syncEverySeconds: 2 },
       }),
     );
-    const flags = { ...base, root: tmp, config: file, maxSessions: '9', uploads: false };
+    const flags = { ...base, root: tmp, config: file, maxSessions: '9', uploads: false, syncInterval: '3' };
     const given = (k: string) => k === 'maxSessions' || k === 'uploads';
     const o = await serveOptionsFrom(flags, given);
     expect(o.defaults).toEqual({ maxUploadSize: 1024 ** 2, allowOverwrites: false, sessionTimeoutSeconds: 60, uploadsEnabled: false });
     expect(o.directories).toEqual({ '/drop': { uploadsEnabled: true, maxUploadSize: 5 * 1024 ** 3 } });
     expect(o.limits).toEqual({ maxSessions: 9, maxFragmentBytes: 8 * 1024 ** 2 });
+    expect(o.durability).toEqual({ mode: 'ack', syncEverySeconds: 3 });
   });
 
   it('a bad --config is a UsageError naming the file', async () => {

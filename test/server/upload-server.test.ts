@@ -378,6 +378,108 @@ describe('upload server: durability', () => {
     expect(r.headers['bits-received-content-range']).toBe('600');
   });
 
+  const record = async (root: string, vdir: string, sid: string): Promise<{ durableLength?: number }> =>
+    JSON.parse(await readFile(path.join(sessionDir(root, vdir, sid), 'session.json'), 'utf8')) as { durableLength?: number };
+  const requestSize = async (root: string, vdir: string, sid: string): Promise<number> =>
+    (await stat(path.join(sessionDir(root, vdir, sid), 'requestfile.bin'))).size;
+  /** Polls (bounded: 3 s) until the record's durable length is `want`. */
+  async function durableBecomes(root: string, vdir: string, sid: string, want: number): Promise<void> {
+    for (let i = 0; i < 150 && (await record(root, vdir, sid)).durableLength !== want; i++) await sleep(20);
+    expect((await record(root, vdir, sid)).durableLength).toBe(want);
+  }
+
+  test('group commit: Acks run ahead of the recorded durable length until a sync, by size or by time', async () => {
+    const root = await tempRoot();
+    const data = randomBytes(10_000);
+    // By time: nothing is recorded durable before syncEverySeconds.
+    const srv = await serve(root, { durability: { syncEveryBytes: 1e12, syncEverySeconds: 0.4 } });
+    const b = await Bits.open(srv, '/g/t.bin');
+    const sid = await b.session();
+    expect((await record(root, 'g', sid)).durableLength).toBe(0);
+    expect((await b.fragment(sid, 0, data.subarray(0, 3000), data.length)).status).toBe(200);
+    expect(await requestSize(root, 'g', sid)).toBe(3000);
+    expect((await record(root, 'g', sid)).durableLength).toBe(0);
+    await durableBecomes(root, 'g', sid, 3000);
+    // The final fragment's Ack waits for the sync, and the record says so before the Ack.
+    expect((await b.fragment(sid, 3000, data.subarray(3000), data.length)).status).toBe(200);
+    expect((await record(root, 'g', sid)).durableLength).toBe(data.length);
+    expect((await b.close(sid)).status).toBe(200);
+    expect(sha(await readFile(path.join(root, 'g', 't.bin')))).toBe(sha(data));
+
+    // By size: a fragment that brings syncEveryBytes starts a sync at once.
+    const root2 = await tempRoot();
+    const srv2 = await serve(root2, { durability: { syncEveryBytes: 2000, syncEverySeconds: 3600 } });
+    const b2 = await Bits.open(srv2, '/g/s.bin');
+    const sid2 = await b2.session();
+    expect((await b2.fragment(sid2, 0, data.subarray(0, 1000), data.length)).status).toBe(200);
+    expect((await b2.fragment(sid2, 1000, data.subarray(1000, 2500), data.length)).status).toBe(200);
+    await durableBecomes(root2, 'g', sid2, 2500);
+    expect((await b2.fragment(sid2, 2500, data.subarray(2500, 3000), data.length)).status).toBe(200);
+    await sleep(200);
+    expect((await record(root2, 'g', sid2)).durableLength).toBe(2500);
+  });
+
+  test('on reload a request file longer than the durable length is cut back to it, and the client resyncs', async () => {
+    const root = await tempRoot();
+    const data = randomBytes(10_000);
+    const srv1 = await serve(root, { durability: { syncEveryBytes: 1e12, syncEverySeconds: 3600 } });
+    const b1 = await Bits.open(srv1, '/c/p.bin');
+    const sid = await b1.session();
+    expect((await b1.fragment(sid, 0, data.subarray(0, 1000), data.length)).status).toBe(200);
+    expect((await b1.fragment(sid, 1000, data.subarray(1000, 4000), data.length)).status).toBe(200);
+    b1.conn.destroy();
+    // A graceful stop makes everything acknowledged durable, whatever the cadence.
+    await srv1.close();
+    expect((await record(root, 'c', sid)).durableLength).toBe(4000);
+    // What a crash right after the first sync leaves: a record naming 1000 bytes beside a longer file.
+    const file = path.join(sessionDir(root, 'c', sid), 'session.json');
+    await writeFile(file, JSON.stringify({ ...(await record(root, 'c', sid)), durableLength: 1000 }));
+    const srv2 = await serve(root);
+    expect(await requestSize(root, 'c', sid)).toBe(1000);
+    const b2 = await Bits.open(srv2, '/c/p.bin');
+    const probe = await b2.fragment(sid, 4000, data.subarray(4000), data.length);
+    expect(probe.status).toBe(416);
+    expect(probe.headers['bits-received-content-range']).toBe('1000');
+    expect((await b2.fragment(sid, 1000, data.subarray(1000), data.length)).status).toBe(200);
+    expect((await b2.close(sid)).status).toBe(200);
+    expect(sha(await readFile(path.join(root, 'c', 'p.bin')))).toBe(sha(data));
+  });
+
+  test('a record naming more than the file holds is corrected at load (later bytes are never taken for durable)', async () => {
+    const root = await tempRoot();
+    const srv1 = await serve(root);
+    const b1 = await Bits.open(srv1, '/c/q.bin');
+    const sid = await b1.session();
+    expect((await b1.fragment(sid, 0, Buffer.alloc(3000, 7), 9000)).status).toBe(200);
+    b1.conn.destroy();
+    await srv1.close();
+    await writeFile(path.join(sessionDir(root, 'c', sid), 'requestfile.bin'), Buffer.alloc(500, 7));
+    await serve(root);
+    expect((await record(root, 'c', sid)).durableLength).toBe(500);
+  });
+
+  test('durability ack: no durable length is recorded (the file size is durable); a group-commit session loses its field', async () => {
+    const root = await tempRoot();
+    const data = randomBytes(6000);
+    const g = await serve(root, { durability: { syncEveryBytes: 1e12, syncEverySeconds: 3600 } });
+    const b1 = await Bits.open(g, '/a/m.bin');
+    const sid = await b1.session();
+    expect((await b1.fragment(sid, 0, data.subarray(0, 1000), data.length)).status).toBe(200);
+    b1.conn.destroy();
+    await g.close();
+    expect((await record(root, 'a', sid)).durableLength).toBe(1000);
+    const a = await serve(root, { durability: { mode: 'ack' } });
+    const b2 = await Bits.open(a, '/a/m.bin');
+    expect((await b2.fragment(sid, 1000, data.subarray(1000, 3000), data.length)).status).toBe(200);
+    // Right after the Ack, without a sync by size or time: the record trusts the file's size.
+    expect((await record(root, 'a', sid)).durableLength).toBeUndefined();
+    const sid2 = await b2.session();
+    expect((await record(root, 'a', sid2)).durableLength).toBeUndefined();
+    expect((await b2.fragment(sid, 3000, data.subarray(3000), data.length)).status).toBe(200);
+    expect((await b2.close(sid)).status).toBe(200);
+    expect(sha(await readFile(path.join(root, 'a', 'm.bin')))).toBe(sha(data));
+  });
+
   test('expired sessions are removed (on access, by the sweeper, and at start)', async () => {
     const root = await tempRoot();
     const srv = await serve(root, { defaults: { sessionTimeoutSeconds: 0.3 } });
@@ -568,7 +670,9 @@ describe('server config file', () => {
         '/big': { maxUploadSize: 5000, uploadsEnabled: true },
       },
       limits: { maxFragmentBytes: '16M', maxSessions: 50 },
+      durability: { mode: 'group', syncEveryBytes: '32M', syncEverySeconds: 0.5 },
     });
+    expect(cfg.durability).toEqual({ mode: 'group', syncEveryBytes: 32 * 1024 ** 2, syncEverySeconds: 0.5 });
     expect(cfg.defaults).toEqual({ maxUploadSize: 2 * 1024 ** 3, allowOverwrites: false, sessionTimeoutSeconds: 3600 });
     expect(cfg.directories!['/reply']!.notificationType).toBe('by-value');
     expect(cfg.directories!['/big']!.maxUploadSize).toBe(5000);
@@ -589,6 +693,8 @@ describe('server config file', () => {
       [{ directories: { a: {} } }, /directory "a" must be a URL path/],
       [{ directories: { '/a': { notificationType: 'by-value' } } }, /"directories\.\/a\.notificationUrl" is required/],
       [{ limits: { maxSessions: 0 } }, /"limits\.maxSessions" must be a positive whole number/],
+      [{ durability: { mode: 'never' } }, /"durability\.mode" must be "group" or "ack"/],
+      [{ durability: { syncEveryBytes: 0 } }, /"durability\.syncEveryBytes" must be/],
       [{ extra: 1 }, /unknown key "extra"/],
     ];
     for (const [content, re] of cases) {
