@@ -46,6 +46,7 @@ import { outcomeForError } from './outcome.js';
 import { claimJob, isOwnRunner, releaseJob, runnerAlive } from './running.js';
 import { fromStoredDownload, toStoredDownload } from './checkpoints.js';
 import { shortTimers, transportForJob } from './transport.js';
+import type { UploadCheckpoint } from '../protocol/uploader.js';
 
 // ---------------------------------------------------------------------------
 // Creating jobs.
@@ -201,6 +202,58 @@ export async function cancelNow(store: JobStore, jobId: string, transport: Trans
   }
 }
 
+/** How often a running upload writes its checkpoint to the job store (see UploadCheckpointWriter). */
+const UPLOAD_CHECKPOINT_INTERVAL_MS = 1000;
+
+/**
+ * Writes an upload's checkpoints to the job store about once a second, and always
+ * when the session changes and when the run ends. Per fragment would be an fsync
+ * every few milliseconds at loopback speed, for nothing: on resume the server's
+ * offset wins (§3.1.4.3), so a checkpoint that lags only costs a resync forward
+ * (src/protocol/uploader.ts earlierRunsMayHaveSentMore). What must never lag is the
+ * session id: a kill -9 right after CREATE-SESSION resumes that session, not a new one.
+ */
+class UploadCheckpointWriter {
+  private written: UploadCheckpoint | undefined;
+  private pending: UploadCheckpoint | undefined;
+  private lastWriteAt = 0;
+
+  constructor(private readonly write: (cp: UploadCheckpoint) => Promise<void>) {}
+
+  /** Awaited by the client before its next request. */
+  async offer(cp: UploadCheckpoint): Promise<void> {
+    const sessionChanged = cp.bitsSessionId !== this.written?.bitsSessionId || cp.bitsHostId !== this.written?.bitsHostId;
+    const done = cp.bytesTransferred === cp.sourceEntitySize;
+    if (sessionChanged || done || Date.now() - this.lastWriteAt >= UPLOAD_CHECKPOINT_INTERVAL_MS) {
+      await this.flush(cp);
+    } else {
+      this.pending = cp;
+    }
+  }
+
+  /** Runs the upload and writes the last checkpoint it held back, however the run ends. */
+  async around<T>(run: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await run();
+    } catch (err) {
+      // The run's error is what the user needs; a store that refuses the last write (a takeover) must not hide it.
+      await this.flush(this.pending).catch(() => {});
+      throw err;
+    }
+    await this.flush(this.pending);
+    return result;
+  }
+
+  private async flush(cp: UploadCheckpoint | undefined): Promise<void> {
+    this.pending = undefined;
+    if (!cp) return;
+    await this.write(cp);
+    this.written = cp;
+    this.lastWriteAt = Date.now();
+  }
+}
+
 /** Runs (or continues, from its checkpoint) an upload job. */
 async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job; result: UploadResult }> {
   // Before the claim: a password that cannot be asked for is a usage error, not the job's failure.
@@ -219,7 +272,13 @@ async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job;
       else await statSourceFile(job.source);
       const o = job.options ?? {};
       const replyFile = o.replyFile;
-      return uploadFile({
+      const checkpoints = new UploadCheckpointWriter(async (cp) => {
+        await ctx.store.update(jobId, (j) => {
+          if (!isOwnRunner(j)) throw new StoreError(`job ${jobId} was taken over by another process (pid ${j.runner?.pid ?? '?'}); stopping`);
+          return { ...j, bytesDone: cp.bytesTransferred, upload: cp };
+        });
+      });
+      return checkpoints.around(() => uploadFile({
         file: job.source,
         url,
         fragmentSize: o.fragmentSize ?? job.upload?.fragmentSize,
@@ -231,14 +290,8 @@ async function runUploadJob(jobId: string, ctx: RunContext): Promise<{ job: Job;
         ...(u ? { resume: u } : {}),
         onEvent: emit,
         signal: ctx.signal,
-        onCheckpoint: async (cp) => {
-          // Awaited by the client before its next request: this is what bounds the loss of a kill -9 to one fragment.
-          await ctx.store.update(jobId, (j) => {
-            if (!isOwnRunner(j)) throw new StoreError(`job ${jobId} was taken over by another process (pid ${j.runner?.pid ?? '?'}); stopping`);
-            return { ...j, bytesDone: cp.bytesTransferred, upload: cp };
-          });
-        },
-      });
+        onCheckpoint: (cp) => checkpoints.offer(cp),
+      }));
     },
     (r) => ({ bytesDone: r.bytes }),
   );

@@ -114,6 +114,14 @@ export interface HttpUploader {
    * back again and again cannot keep an upload alive.
    */
   highWaterMark: number;
+  /**
+   * Restored from a checkpoint that may lag what earlier runs sent: the job store
+   * checkpoints about once a second, not per fragment, because the server's offset
+   * wins on resume (§3.1.4.3). Until the first FRAGMENT Ack of this run, an Ack beyond
+   * the fragment in flight (but within the file) is the server holding bytes an earlier
+   * run sent, not a lie; after it, the over-acknowledgement check is exact again.
+   */
+  earlierRunsMayHaveSentMore: boolean;
   /** Origin server: the host of the destination URL. */
   originServer: string;
   /** BITSSessionId. */
@@ -246,6 +254,7 @@ export function createUploader(entity: UploadEntityInfo, opts: UploaderOptions):
     maxSessionRestarts: opts.maxSessionRestarts ?? DEFAULT_MAX_SESSION_RESTARTS,
     consecutiveResyncs: 0,
     lastSent: null,
+    earlierRunsMayHaveSentMore: false,
     lastSentState: null,
     lastError: null,
     finished: null,
@@ -327,6 +336,7 @@ export function restoreUploader(destination: string, cp: UploadCheckpoint, opts:
     fragmentStartOffset: session ? cp.bytesTransferred : 0,
     bytesTransferred: session ? cp.bytesTransferred : 0,
     highWaterMark: Math.min(entity.sourceEntitySize, Math.max(cp.highWaterMark || 0, cp.bytesTransferred)),
+    earlierRunsMayHaveSentMore: session,
     replyUrl: session ? cp.replyUrl : null,
   };
 }
@@ -565,7 +575,9 @@ function onFragmentAck(u: HttpUploader, ack: Ack, now: number, notes: UploaderNo
   // §3.1.5.2.4: "perform necessary checks on the value received through BITS-Received-Content-Range".
   // The server's offset wins (§3.1.4.3), but no honest server holds bytes it was
   // never sent: believing it would complete an upload with a hole in it.
-  if (received > expected) {
+  const earlierRun = u.earlierRunsMayHaveSentMore && received <= size;
+  u.earlierRunsMayHaveSentMore = false;
+  if (received > expected && !earlierRun) {
     return fail(u, ack, now, notes, {
       kind: 'protocol',
       message: `server acknowledged ${received} bytes, but bits had sent only ${expected} of ${size}`,

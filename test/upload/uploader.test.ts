@@ -477,6 +477,38 @@ describe('§3.1.4.2-4 suspend, resume, cancel', () => {
     expect(s.state.highWaterMark).toBe(4000);
   });
 
+  it('after a resume, the first Ack may hold more than the checkpoint knew (the store checkpoints once a second); later ones may not', () => {
+    const cp = {
+      bitsSessionId: SID,
+      bytesTransferred: 1000,
+      highWaterMark: 1000,
+      bitsHostId: null,
+      bitsHostIdFallbackTimeout: FALLBACK_TIMEOUT_INFINITE,
+      hostIdFallbackDeadline: null,
+      fragmentSize: 1000,
+      replyUrl: null,
+      sourceEntityName: 'file.bin',
+      sourceEntitySize: 9000,
+      sourceMtimeMs: 1,
+    };
+    let s = next(restoreUploader(DEST, cp, { fragmentSize: 1000 }), { type: 'resume' }, T0);
+    s = next(s.state, { type: 'ack', ack: ack('PING', 200) }, T0);
+    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 1000, length: 1000 });
+    // An earlier run had sent up to 4000 before its kill -9; the server's offset wins (§3.1.4.3).
+    s = next(s.state, { type: 'ack', ack: fragAck(4000) }, T0);
+    expect(s.action).toMatchObject({ type: 'FRAGMENT', offset: 4000, length: 1000 });
+    expect(s.notes).toContainEqual({ type: 'resync', from: 2000, to: 4000 });
+    expect(s.state.highWaterMark).toBe(4000);
+    // From here on this run knows what it sent: bytes never sent are a protocol error again.
+    s = next(s.state, { type: 'ack', ack: fragAck(6000) }, T0);
+    expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'protocol' } });
+    // And even the first Ack may not claim more than the file.
+    s = next(restoreUploader(DEST, cp, { fragmentSize: 1000 }), { type: 'resume' }, T0);
+    s = next(s.state, { type: 'ack', ack: ack('PING', 200) }, T0);
+    s = next(s.state, { type: 'ack', ack: fragAck(9001) }, T0);
+    expect(s.action).toMatchObject({ type: 'REPORT-ERROR', error: { kind: 'protocol' } });
+  });
+
   it('a checkpoint without a session resumes with CREATE-SESSION', () => {
     const u = restoreUploader(DEST, { ...snapshot(uploader(5000)), sourceMtimeMs: 1 }, { fragmentSize: 1000 });
     expect(next(u, { type: 'resume' }, T0).action.type).toBe('CREATE-SESSION');
