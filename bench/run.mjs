@@ -16,10 +16,11 @@ const REPO = path.resolve(HERE, '..');
 const BITS = path.join(REPO, 'bin', 'bits');
 const NODE = process.execPath;
 
-const USAGE = `usage: node bench/run.mjs [--sizes 100M,1G] [--runs 3] [--only upload|download|startup[,...]]
+const USAGE = `usage: node bench/run.mjs [--sizes 100M,1G] [--runs 3] [--only upload|download|small|startup[,...]]
                          [--startup-runs 20] [--data-dir DIR] [--keep]
   --sizes         test file sizes (random data, kept in --data-dir between runs)
   --runs          measured runs per tool and size (median, min and max are reported; at least 3 advised)
+  --startup-runs  runs of each command in the small (1 MiB end to end) and startup parts
   --only          run only these parts
   --data-dir      where the test files live (default: $TMPDIR/bits-bench-data)
   --keep          keep the work folder (servers' files, outputs) for inspection`;
@@ -46,8 +47,8 @@ function parseCli() {
   const startupRuns = Number(values['startup-runs']);
   if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new Error('--runs: expected 1..100');
   if (!Number.isInteger(startupRuns) || startupRuns < 1 || startupRuns > 1000) throw new Error('--startup-runs: expected 1..1000');
-  const parts = new Set((values.only ?? 'upload,download,startup').split(',').map((s) => s.trim()));
-  for (const p of parts) if (!['upload', 'download', 'startup'].includes(p)) throw new Error(`--only: unknown part ${p}`);
+  const parts = new Set((values.only ?? 'upload,download,small,startup').split(',').map((s) => s.trim()));
+  for (const p of parts) if (!['upload', 'download', 'small', 'startup'].includes(p)) throw new Error(`--only: unknown part ${p}`);
   const dataDir = path.resolve(values['data-dir'] ?? path.join(os.tmpdir(), 'bits-bench-data'));
   return { sizes, runs, startupRuns, parts, dataDir, keep: values.keep };
 }
@@ -157,10 +158,11 @@ async function bench(opts, tools, work, env, cleanups) {
   const timeBin = tools.time.bin;
   const rows = [];
   const startup = [];
+  const small = [];
   const servers = { bitsServePeakRssKiB: {} };
   const notes = [];
 
-  const needTransfers = opts.parts.has('upload') || opts.parts.has('download');
+  const needTransfers = opts.parts.has('upload') || opts.parts.has('download') || opts.parts.has('small');
   const data = [];
   if (needTransfers) {
     for (const size of opts.sizes) {
@@ -179,14 +181,14 @@ async function bench(opts, tools, work, env, cleanups) {
   } else if (needTransfers) notes.push('nginx missing: curl PUT and every download row skipped');
 
   let bitsServe;
-  if (opts.parts.has('upload')) {
+  if (opts.parts.has('upload') || opts.parts.has('small')) {
     bitsServe = await startBitsServe({ node: NODE, bin: BITS, root: path.join(work, 'bits-root'), env });
     cleanups.push(() => bitsServe.stop());
     log(`bits serve on ${bitsServe.url}`);
   }
 
   let downloadReady = false;
-  if (opts.parts.has('download')) {
+  if (opts.parts.has('download') || opts.parts.has('small')) {
     downloadReady = await bitsDownloadReady(env);
     if (!downloadReady) notes.push('`bits download` is not implemented in this build: its rows are skipped');
   }
@@ -208,6 +210,8 @@ async function bench(opts, tools, work, env, cleanups) {
       groups.push([
         tool('upload', 'bits upload', false, true, () => [NODE, BITS, 'upload', '--quiet', d.file, `${bitsServe.url}/up/${d.name}`], bitsDest),
         tool('upload', 'curl PUT (nginx)', true, Boolean(tools.curl.bin && nginx), () => [tools.curl.bin, '-sS', '-f', '-T', d.file, `${nginx.url}/dav/${d.name}`], davDest),
+        // Not the reference: what nginx's answer costs once the file is on disk, as bits serve's last Ack promises.
+        tool('upload', 'curl PUT, then sync -d', false, Boolean(tools.curl.bin && nginx), () => ['sh', '-c', 'curl -sS -f -T "$1" "$2" && sync -d "$3"', 'sh', d.file, `${nginx.url}/dav/${d.name}`, davDest], davDest),
       ]);
     }
     if (opts.parts.has('download') && nginx) {
@@ -217,6 +221,8 @@ async function bench(opts, tools, work, env, cleanups) {
       groups.push([
         tool('download', 'bits download', false, downloadReady, () => [NODE, BITS, 'download', '--quiet', '--force', url, '-o', out('bits')], out('bits')),
         tool('download', 'curl', true, Boolean(tools.curl.bin), () => [tools.curl.bin, '-sS', '-f', '-o', out('curl'), url], out('curl')),
+        // Not the reference: curl plus the fdatasync bits makes before it renames the finished file.
+        tool('download', 'curl, then sync -d', false, Boolean(tools.curl.bin), () => ['sh', '-c', 'curl -sS -f -o "$1" "$2" && sync -d "$1"', 'sh', out('curls'), url], out('curls')),
         tool('download', 'wget', false, Boolean(tools.wget.bin), () => [tools.wget.bin, '-q', '-O', out('wget'), url], out('wget')),
         tool('download', 'aria2c -x1 -s1', false, Boolean(tools.aria2c.bin), () => aria('aria1', 1), out('aria1')),
       ]);
@@ -263,6 +269,33 @@ async function bench(opts, tools, work, env, cleanups) {
     if (bitsServe) servers.bitsServePeakRssKiB[d.size] = peakRssKiB(bitsServe.pid);
   }
 
+  if (opts.parts.has('small') && bitsServe && nginx && downloadReady) {
+    // A 1 MiB transfer end to end: what a script that moves many small files waits for.
+    const d = await ensureDataFile(opts.dataDir, MiB);
+    const out = path.join(outDir, 'small-bits');
+    const up = path.join(work, 'bits-root', 'up', 'small.bin');
+    const cmds = [
+      { tool: 'bits download (1 MiB)', kind: 'download', isRef: false, argv: [NODE, BITS, 'download', '--quiet', '--force', `${nginx.url}/files/${d.name}`, '-o', out], output: out, ms: [] },
+      { tool: 'bits upload (1 MiB)', kind: 'upload', isRef: false, argv: [NODE, BITS, 'upload', '--quiet', d.file, `${bitsServe.url}/up/small.bin`], output: up, ms: [] },
+      { tool: 'node -e 0', kind: 'ref', isRef: true, argv: [NODE, '-e', '0'], ms: [] },
+    ];
+    for (const c of cmds) {
+      await rmf(c.output ?? '');
+      await measure(c.argv, { env }); // warms the page cache and the servers
+    }
+    for (let i = 0; i < opts.startupRuns; i++) {
+      for (const c of i % 2 ? [...cmds].reverse() : cmds) {
+        if (c.output) await rmf(c.output);
+        const m = await measure(c.argv, { env });
+        if (m.code !== 0) throw new Error(`${c.tool} failed: ${m.stderr}`);
+        c.ms.push(m.wall * 1000);
+        if (c.output && i === 0 && (await sha256File(c.output)) !== d.sha256) throw new Error(`${c.tool}: WRONG OUTPUT`);
+      }
+    }
+    small.push(...cmds.map(({ tool, kind, isRef, ms }) => ({ tool, kind, isRef, ms })));
+    log(`1 MiB end to end: ${cmds.map((c) => `${c.tool} median ${[...c.ms].sort((a, b) => a - b)[Math.floor(c.ms.length / 2)].toFixed(1)} ms`).join(', ')}`);
+  }
+
   if (opts.parts.has('startup')) {
     const cmds = [
       { tool: 'bits --version', isRef: false, argv: [NODE, BITS, '--version'], ms: [] },
@@ -282,7 +315,7 @@ async function bench(opts, tools, work, env, cleanups) {
   }
 
   meta.loadAverageAtEnd = os.loadavg().map((v) => Math.round(v * 100) / 100);
-  const targets = evaluateTargets(rows, startup, data.map((d) => d.size));
+  const targets = evaluateTargets(rows, small, data.map((d) => d.size), servers.bitsServePeakRssKiB);
   const lines = [];
   lines.push(`### Results — ${meta.date.slice(0, 16).replace('T', ' ')} UTC`);
   lines.push('');
@@ -298,6 +331,12 @@ async function bench(opts, tools, work, env, cleanups) {
       lines.push(`\`bits serve\` peak RSS (whole process life, after each size): ${srv.map(([s, v]) => `${sizeLabel(Number(s))}: ${(v / 1024).toFixed(1)} MiB`).join(', ')}.`);
       lines.push('');
     }
+  }
+  if (small.length) {
+    lines.push('A 1 MiB transfer, end to end:');
+    lines.push('');
+    lines.push(startupTable(small));
+    lines.push('');
   }
   if (startup.length) {
     lines.push(startupTable(startup));
@@ -316,7 +355,7 @@ async function bench(opts, tools, work, env, cleanups) {
   await fsp.mkdir(resultsDir, { recursive: true });
   const file = path.join(resultsDir, `${stamp}.json`);
   const summary = rows.map((r) => ({ scenario: r.scenario, size: r.size, tool: r.tool, ...summarise(r) }));
-  await fsp.writeFile(file, JSON.stringify({ meta, options: { sizes: opts.sizes, runs: opts.runs, startupRuns: opts.startupRuns }, rows, summary, startup, servers, targets, notes, markdown }, null, 2) + '\n');
+  await fsp.writeFile(file, JSON.stringify({ meta, options: { sizes: opts.sizes, runs: opts.runs, startupRuns: opts.startupRuns }, rows, summary, small, startup, servers, targets, notes, markdown }, null, 2) + '\n');
   log(`\nraw results: ${path.relative(process.cwd(), file)}`);
   const failed = rows.some((r) => !summarise(r).ok);
   return failed ? 1 : 0;

@@ -3,11 +3,17 @@
  * want to repeat on every command line. Precedence is flags > config > built-in
  * defaults (resolveOption). Stored by `conf` as JSON in $BITS_HOME/config.json
  * when BITS_HOME is set, else in the platform's config folder
- * (~/.config/bits/config.json on Linux). `conf` is imported lazily: `bits
- * --version` and `bits --help` must not pay for it.
+ * (~/.config/bits/config.json on Linux). Where that place is known without
+ * `conf` (BITS_HOME, or Linux's XDG folder), the JSON is read and written here in
+ * conf's own format: conf and its ajv validator cost ~100 ms of module loading on
+ * every command, for a file of a few keys. Elsewhere (macOS, Windows without
+ * BITS_HOME) conf finds the platform's folder and is loaded, lazily.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LocalFileError, UsageError } from '../errors.js';
+import { writeDurable } from '../io/durable.js';
+import { knownBitsFolder } from '../store/home.js';
 import { parseRate, parseSize } from './format.js';
 
 /** Typed values, as commands receive them from resolveOption. Sizes and rates are bytes and bytes/s. */
@@ -192,8 +198,67 @@ let cached: Promise<UserConfig> | undefined;
 
 /** Loads (once per process) the user configuration. */
 export function loadUserConfig(): Promise<UserConfig> {
-  cached ??= open();
+  cached ??= openKnownPath();
   return cached;
+}
+
+/**
+ * The file at a known place, read and written as conf does (one JSON object, a dotted key
+ * nested, tab-indented), durably (io/durable.ts). Where the place is not known, conf itself.
+ */
+async function openKnownPath(): Promise<UserConfig> {
+  const folder = knownBitsFolder();
+  if (folder === undefined) return open();
+  const file = path.join(folder, 'config.json');
+  let data: Record<string, unknown> = {};
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
+    data = parsed as Record<string, unknown>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new LocalFileError(`cannot read ${file}: ${(err as Error).message.split('\n')[0]}; fix or delete it`, file, { cause: err });
+    }
+  }
+  const save = () => writeDurable(file, `${JSON.stringify(data, undefined, '\t')}\n`);
+  // conf stores a dotted key (serve.port) as a nested object ({"serve": {"port": …}}).
+  const lookup = (key: string): { found: boolean; value?: unknown } => {
+    let cur: unknown = data;
+    for (const part of key.split('.')) {
+      if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, part)) return { found: false };
+      cur = (cur as Record<string, unknown>)[part];
+    }
+    return { found: true, value: cur };
+  };
+  const parentOf = (key: string, create: boolean): Record<string, unknown> | undefined => {
+    const parts = key.split('.');
+    let cur = data;
+    for (const part of parts.slice(0, -1)) {
+      const next = cur[part];
+      if (next === null || typeof next !== 'object' || Array.isArray(next)) {
+        if (!create) return undefined;
+        cur[part] = {};
+      }
+      cur = cur[part] as Record<string, unknown>;
+    }
+    return cur;
+  };
+  const leaf = (key: string) => key.split('.').at(-1)!;
+  return wrap({
+    path: file,
+    get: (k) => lookup(k).value,
+    has: (k) => lookup(k).found,
+    set(k, v) {
+      parentOf(k, true)![leaf(k)] = v;
+      save();
+    },
+    delete(k) {
+      const parent = parentOf(k, false);
+      if (!parent || !Object.hasOwn(parent, leaf(k))) return;
+      delete parent[leaf(k)];
+      save();
+    },
+  });
 }
 
 async function open(): Promise<UserConfig> {

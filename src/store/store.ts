@@ -1,13 +1,11 @@
 /**
- * The persistent job store: `jobs.json` in bits' configuration folder (conf's
- * folder for project 'bits' without suffix, or $BITS_HOME), next to the user config
+ * The persistent job store: `jobs.json` in bits' folder (home.ts: $BITS_HOME, or
+ * the platform's configuration folder for 'bits'), next to the user config
  * (`config.json`) but a separate file.
  *
- * - Reads go through conf, which re-reads the file on every access (another
- *   process may have written it). conf is given a deserializer that only
- *   captures the text, so parsing and validation are ours and a damaged file
- *   always ends in a one-line StoreError, never in conf's silent reset
- *   (clearInvalidConfig is also forced off).
+ * - Every read reads the file anew (another process may have written it);
+ *   parsing and validation are ours, so a damaged file always ends in a
+ *   one-line StoreError, never in a silent reset.
  * - Every mutation is read-modify-write under a cross-process lock file
  *   (lock.ts) and is committed with writeDurable (durable.ts: temp, fsync,
  *   rename, fsync dir) — not conf's writer; see durable.ts for why.
@@ -17,10 +15,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import Conf from 'conf';
 import { StoreError, UsageError } from '../errors.js';
 import { canTransition } from './states.js';
 import { removeStaleTemps, writeDurable } from '../io/durable.js';
+import { bitsFolder } from './home.js';
 import { acquireLock, LockTimeoutError, type LockOptions } from './lock.js';
 import {
   ID_ALPHABET,
@@ -84,32 +82,16 @@ export function resolveBitsHome(home?: string): string | undefined {
   return h === undefined ? undefined : path.resolve(h);
 }
 
-const RAW = 'raw';
-type RawHolder = { [RAW]?: string };
-
 export async function openJobStore(opts: OpenJobStoreOptions = {}): Promise<JobStore> {
   const home = resolveBitsHome(opts.home);
-  let conf: Conf<RawHolder>;
+  const dir = await bitsFolder(home);
+  const file = path.join(dir, JOBS_FILE_NAME);
   try {
-    conf = new Conf<RawHolder>({
-      // ~/.config/bits (Linux), ~/Library/Preferences/bits (macOS), %APPDATA%\bits\Config (Windows): the same folder as config.json.
-      projectName: 'bits',
-      projectSuffix: '',
-      ...(home !== undefined ? { cwd: home } : {}),
-      configName: 'jobs',
-      fileExtension: 'json',
-      // Never reset a store that fails to parse: it holds resumable transfers.
-      clearInvalidConfig: false,
-      accessPropertiesByDotNotation: false,
-      watch: false,
-      // Capture only: parsing here would let conf decide what an error means.
-      deserialize: (text: string) => ({ [RAW]: text }),
-    });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw unreadable(e.path ?? path.join(home ?? '.', JOBS_FILE_NAME), err);
+    throw unreadable(file, err);
   }
-  const store = new FileJobStore(conf, opts.lock ?? {});
+  const store = new FileJobStore(file, opts.lock ?? {});
   store.readData(); // fail now, before any transfer starts, if the file is damaged
   removeStaleTemps(store.path, 60_000, ['.tmp-', '.lock.stale-']);
   return store;
@@ -119,17 +101,17 @@ class FileJobStore implements JobStore {
   readonly path: string;
   private readonly lockPath: string;
 
-  constructor(private readonly conf: Conf<RawHolder>, private readonly lockOpts: LockOptions) {
-    this.path = conf.path;
-    this.lockPath = `${conf.path}.lock`;
+  constructor(file: string, private readonly lockOpts: LockOptions) {
+    this.path = file;
+    this.lockPath = `${file}.lock`;
   }
 
   readData(): StoreData {
     let raw: string | undefined;
     try {
-      raw = this.conf.store[RAW];
+      raw = fs.readFileSync(this.path, 'utf8');
     } catch (err) {
-      throw unreadable(this.path, err);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw unreadable(this.path, err);
     }
     if (raw === undefined) return { schemaVersion: STORE_SCHEMA_VERSION, jobs: {} };
     return parseStoreText(raw, this.path);

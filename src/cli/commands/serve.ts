@@ -287,13 +287,15 @@ async function serve(flags: ServeFlags, cmd: Command): Promise<number> {
     throw listenError(err, opts);
   }
 
-  process.stderr.write(`bits serve: listening on ${server.url}/ (root ${opts.root})\n`);
-  if (flags.json) process.stdout.write(`${JSON.stringify({ type: 'listening', url: server.url, root: opts.root })}\n`);
-
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  // Listen for the stop signals before saying "listening": whoever waits for that line may signal at once.
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  process.stderr.write(`bits serve: listening on ${server.url}/ (root ${opts.root})\n`);
+  if (flags.json) process.stdout.write(`${JSON.stringify({ type: 'listening', url: server.url, root: opts.root })}\n`);
+
+  const signal = await stopped;
   // A second signal while closing means "now".
   const force = (): never => process.exit(0);
   process.once('SIGINT', force);
