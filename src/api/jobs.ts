@@ -4,7 +4,7 @@
  */
 import { InterruptedError } from '../errors.js';
 import { effectiveState, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
-import { cancelJob, cancelNow as cancelStopped, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
+import { cancelJob, cancelNow as cancelStopped, cleanJobs, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
 import type { BitsError } from '../errors.js';
 import { runnerAlive } from '../jobs/running.js';
 import { settingsOf } from '../jobs/transport.js';
@@ -27,6 +27,11 @@ function info(job: Job): JobInfo {
 export async function list(opts: StoreOptions = {}): Promise<JobInfo[]> {
   const store = await storeFor(opts);
   return (await store.list()).map(info);
+}
+
+/** The jobs.json file the calls read and write (for messages; it may not exist yet). */
+export async function storePath(opts: StoreOptions = {}): Promise<string> {
+  return (await storeFor(opts)).path;
 }
 
 /** One job, by id or a unique prefix of at least 3 characters; UsageError when there is none. */
@@ -138,4 +143,19 @@ export async function wait(id: string, opts: WaitOptions = {}): Promise<JobInfo>
       opts.signal?.addEventListener('abort', abort, { once: true });
     });
   }
+}
+
+export interface CleanOptions extends StoreOptions {
+  /** Also remove jobs that failed for good (state error), their upload sessions cancelled on the server first, best-effort. */
+  all?: boolean;
+}
+
+/**
+ * Forgets finished jobs (complete, cancelled; with `all` failed ones too); a
+ * job being transferred is never removed. Resolves with the removed jobs.
+ * Only the records go: downloaded, partial and reply files stay.
+ */
+export async function clean(opts: CleanOptions = {}): Promise<Job[]> {
+  const store = await storeFor(opts);
+  return cleanJobs(store, { all: opts.all === true });
 }
