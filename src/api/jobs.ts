@@ -4,7 +4,8 @@
  */
 import { InterruptedError } from '../errors.js';
 import { effectiveState, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
-import { cancelJob, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
+import { cancelJob, cancelNow as cancelStopped, cleanJobs, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
+import type { BitsError } from '../errors.js';
 import { runnerAlive } from '../jobs/running.js';
 import { settingsOf } from '../jobs/transport.js';
 import { jobSignal, storeFor, transportFor, type RunOptions, type StoreOptions } from './options.js';
@@ -28,6 +29,11 @@ export async function list(opts: StoreOptions = {}): Promise<JobInfo[]> {
   return (await store.list()).map(info);
 }
 
+/** The jobs.json file the calls read and write (for messages; it may not exist yet). */
+export async function storePath(opts: StoreOptions = {}): Promise<string> {
+  return (await storeFor(opts)).path;
+}
+
 /** One job, by id or a unique prefix of at least 3 characters; UsageError when there is none. */
 export async function get(id: string, opts: StoreOptions = {}): Promise<JobInfo> {
   const store = await storeFor(opts);
@@ -45,14 +51,43 @@ export async function resume(id: string, opts: RunOptions = {}): Promise<Job> {
   const refusal = resumeRefusal(job, runnerAlive(job));
   if (refusal) throw refusal;
   const settings = opts.transport ? overrideTransportSettings(settingsOf(job), opts.transport) : settingsOf(job);
+  // Built before the record changes: a password that cannot be had is a usage error, not the job's failure.
   const transport = transportFor(settings, opts);
-  if (opts.transport) job = await store.update(job.id, { transport: settings });
+  if (opts.transport) job = await store.update(job.id, { transport: settings, ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}) });
+  return runStored(store, job.id, transport, opts);
+}
+
+/**
+ * Runs a stored job as it is, in this process: one made by createUpload /
+ * createDownload, or one the caller has checked itself (resume checks for
+ * you). The transport is opts.prepared, else rebuilt from the job's stored
+ * settings. Resolves with the completed job; rejects with the BitsError it
+ * ended with, after recording it (an aborted one is left suspended).
+ */
+export async function run(id: string, opts: Omit<RunOptions, 'transport'> = {}): Promise<Job> {
+  const store = await storeFor(opts);
+  const job = await store.get(id);
+  return runStored(store, job.id, opts.prepared ? opts.prepared.options : transportFor(settingsOf(job), opts), opts);
+}
+
+async function runStored(store: Awaited<ReturnType<typeof storeFor>>, jobId: string, transport: ReturnType<typeof transportFor>, opts: RunOptions): Promise<Job> {
   const s = jobSignal(opts.signal);
   try {
-    return await runJob(job.id, { store, transport, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), ...(s.signal ? { signal: s.signal } : {}) });
+    return await runJob(jobId, { store, transport, ...(opts.onEvent ? { onEvent: opts.onEvent } : {}), ...(s.signal ? { signal: s.signal } : {}) });
   } finally {
     s.dispose();
   }
+}
+
+/**
+ * Cancels a job this process has just stopped (run() rejected after an
+ * abort), with short timers because someone is waiting: CANCEL-SESSION for
+ * an upload, the partial file removed for a download. Resolves with the
+ * error the run ends with: a CancelledError, or why it could not cancel.
+ */
+export async function cancelNow(id: string, opts: Pick<RunOptions, 'home' | 'prepared'> = {}): Promise<BitsError> {
+  const store = await storeFor(opts);
+  return cancelStopped(store, id, opts.prepared?.options);
 }
 
 export interface CancelOptions extends StoreOptions {
@@ -108,4 +143,19 @@ export async function wait(id: string, opts: WaitOptions = {}): Promise<JobInfo>
       opts.signal?.addEventListener('abort', abort, { once: true });
     });
   }
+}
+
+export interface CleanOptions extends StoreOptions {
+  /** Also remove jobs that failed for good (state error), their upload sessions cancelled on the server first, best-effort. */
+  all?: boolean;
+}
+
+/**
+ * Forgets finished jobs (complete, cancelled; with `all` failed ones too); a
+ * job being transferred is never removed. Resolves with the removed jobs.
+ * Only the records go: downloaded, partial and reply files stay.
+ */
+export async function clean(opts: CleanOptions = {}): Promise<Job[]> {
+  const store = await storeFor(opts);
+  return cleanJobs(store, { all: opts.all === true });
 }

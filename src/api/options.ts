@@ -31,6 +31,45 @@ export interface RunOptions extends StoreOptions {
   transport?: TransportSettings;
   /** Passwords for this run (never stored). Otherwise BITS_PASSWORD / BITS_PROXY_PASSWORD are read. */
   secrets?: TransportSecrets;
+  /**
+   * A transport made once by prepareTransport(), shared by several calls:
+   * its passwords are asked for (or read) once, not per job. When given,
+   * `transport` and `secrets` are ignored for reaching the server.
+   */
+  prepared?: PreparedTransport;
+}
+
+/** How to reach a server, built once: see prepareTransport. */
+export interface PreparedTransport {
+  /** What is stored with each job (never a secret). */
+  readonly settings: TransportSettings;
+  /**
+   * Asks for the passwords the settings need now (on the terminal, or from
+   * BITS_PASSWORD / BITS_PROXY_PASSWORD), before any job or request exists:
+   * a prompt that appears later, when a server first challenges, is drawn
+   * over by progress output. Resolves at once when they were given.
+   */
+  askPasswords(): Promise<void>;
+  /** @internal The transport layer's options; not part of the API's promise. */
+  readonly options: TransportOptions;
+}
+
+/**
+ * Builds the transport for `settings` (+ this run's passwords) once.
+ * Throws UsageError now when a password is needed and there is neither a
+ * terminal to ask on nor a variable to read it from.
+ */
+export function prepareTransport(settings: TransportSettings = {}, secrets?: TransportSecrets): PreparedTransport {
+  const options = transportFromSettings(settings, secrets ? { secrets } : {});
+  return {
+    settings,
+    options,
+    async askPasswords() {
+      for (const c of [options.credentials, options.proxyCredentials]) {
+        if (typeof c === 'function') await c();
+      }
+    },
+  };
 }
 
 export async function storeFor(opts: StoreOptions = {}): Promise<JobStore> {
@@ -38,6 +77,7 @@ export async function storeFor(opts: StoreOptions = {}): Promise<JobStore> {
 }
 
 export function transportFor(settings: TransportSettings, opts: RunOptions): TransportOptions {
+  if (opts.prepared) return opts.prepared.options;
   return transportFromSettings(settings, opts.secrets ? { secrets: opts.secrets } : {});
 }
 

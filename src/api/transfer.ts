@@ -16,7 +16,7 @@ import { jobSignal, storeFor, transportFor, type RunOptions } from './options.js
 /** The job specs of src/jobs/runner.ts, with the CLI's defaults filled in for what is left out. */
 export type UploadOptions = RunOptions &
   Pick<UploadJobSpec, 'file' | 'url'> &
-  Partial<Pick<UploadJobSpec, 'fragmentSize' | 'noProgressTimeoutMs' | 'replyFile' | 'requireReply'>> & {
+  Partial<Pick<UploadJobSpec, 'fragmentSize' | 'noProgressTimeoutMs' | 'replyFile' | 'requireReply' | 'methodOverride'>> & {
     /** Called with the job once it is stored, before the first request (e.g. to keep its id). */
     onJob?: (job: Job) => void;
   };
@@ -39,13 +39,44 @@ export interface TransferResult {
 
 /** Uploads one file with the BITS upload protocol (MC-BUP §3.1). Rejects with a BitsError. */
 export async function upload(opts: UploadOptions): Promise<TransferResult> {
+  const { store, job, transport } = await storeUpload(opts);
+  return run(store, job, transport, opts);
+}
+
+/** Downloads one file with resumable range requests (§3.6). Rejects with a BitsError. */
+export async function download(opts: DownloadOptions): Promise<TransferResult> {
+  const { store, job, transport } = await storeDownload(opts);
+  return run(store, job, transport, opts);
+}
+
+/**
+ * Stores an upload job (state queued) without running it: run it later with
+ * jobs.run(job.id), resume(job.id), or queue it for the background agent.
+ * The same checks as upload(): a bad URL or unreadable file rejects before any job exists.
+ */
+export async function createUpload(opts: UploadOptions): Promise<Job> {
+  return (await storeUpload(opts)).job;
+}
+
+/** Stores a download job (state queued) without running it; see createUpload. */
+export async function createDownload(opts: DownloadOptions): Promise<Job> {
+  return (await storeDownload(opts)).job;
+}
+
+interface Stored {
+  store: JobStore;
+  job: Job;
+  transport: TransportOptions;
+}
+
+async function storeUpload(opts: UploadOptions): Promise<Stored> {
   let url: URL;
   try {
     url = parseDestinationUrl(opts.url);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const settings = opts.transport ?? {};
+  const settings = opts.prepared?.settings ?? opts.transport ?? {};
   // Before any job is written: a password that cannot be had is a usage error, not a failed job.
   const transport = transportFor(settings, opts);
   const store = await storeFor(opts);
@@ -57,14 +88,14 @@ export async function upload(opts: UploadOptions): Promise<TransferResult> {
     noProgressTimeoutMs: opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS,
     ...(replyFile !== undefined ? { replyFile } : {}),
     requireReply: opts.requireReply === true || replyFile !== undefined,
+    ...(opts.methodOverride === true ? { methodOverride: true } : {}),
     transport: settings,
   });
-  return run(store, job, transport, opts);
+  return { store, job, transport };
 }
 
-/** Downloads one file with resumable range requests (§3.6). Rejects with a BitsError. */
-export async function download(opts: DownloadOptions): Promise<TransferResult> {
-  const settings = opts.transport ?? {};
+async function storeDownload(opts: DownloadOptions): Promise<Stored> {
+  const settings = opts.prepared?.settings ?? opts.transport ?? {};
   const transport = transportFor(settings, opts);
   const store = await storeFor(opts);
   const job = await createDownloadJob(store, {
@@ -80,7 +111,7 @@ export async function download(opts: DownloadOptions): Promise<TransferResult> {
     noProgressTimeoutMs: opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS,
     transport: settings,
   });
-  return run(store, job, transport, opts);
+  return { store, job, transport };
 }
 
 async function run(store: JobStore, job: Job, transport: TransportOptions, opts: RunOptions & { onJob?: (job: Job) => void }): Promise<TransferResult> {

@@ -6,14 +6,16 @@
  *
  * Ctrl-C once: the job is saved suspended and the line says `bits resume <id>`
  * (exit 10); twice within 2 s: CANCEL-SESSION (bounded by short timers), job
- * cancelled (exit 11). One Ctrl-C delivered twice at once (a process group,
+ * cancelled (exit 11). The run and the cancel are API calls (src/api/jobs.ts
+ * run / cancelNow), as a program using bits makes them: the CLI adds only
+ * the terminal. One Ctrl-C delivered twice at once (a process group,
  * `timeout`) counts once: see onInterrupt in run.ts.
  */
 import { AuthError, CancelledError, InterruptedError, TlsError, formatErrorLine, toBitsError, type BitsError } from '../errors.js';
-import type { TransportOptions } from '../transport/http.js';
 import type { Job, JobStore } from '../store/index.js';
 import { isResumable } from '../store/index.js';
-import { cancelNow, runJob, type RunContext } from '../jobs/runner.js';
+import { cancelNow, run } from '../api/jobs.js';
+import type { PreparedTransport } from '../api/options.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
 import { jobResultFields } from './output/final.js';
@@ -100,7 +102,7 @@ function jobInterrupt(session: OutputSession | undefined, windowMs = CANCEL_WIND
 
 export interface ExecuteOptions extends OutputOptions {
   /** The run's transport (a new `bits upload` has the password in memory); default rebuilt from the job. */
-  transport?: TransportOptions;
+  prepared?: PreparedTransport;
   /** Called with the reporter before the transfer starts (e.g. to warn). */
   beforeStart?: (reporter: Reporter) => void;
 }
@@ -116,9 +118,8 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   const started = Date.now();
   try {
     // Before the first request and the bars; signals now suspend the job (upload and download asked already).
-    if (out.transport) await askPasswordsFirst(out.transport);
-    const ctx: RunContext = { store, onEvent: reporter.listener, signal: intr.signal, ...(out.transport ? { transport: out.transport } : {}) };
-    const done = await runJob(job.id, ctx);
+    if (out.prepared) await out.prepared.askPasswords();
+    const done = await run(job.id, { onEvent: reporter.listener, signal: intr.signal, ...(out.prepared ? { prepared: out.prepared } : {}) });
     reporter.finish();
     // Normally already printed by the reporter on 'complete'; this covers a client that did not send one.
     printFinal(out, { state: 'complete', ...jobResultFields(done), elapsedMs: Date.now() - started });
@@ -127,25 +128,13 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
     reporter.finish();
     let e = toBitsError(err);
     if (e instanceof InterruptedError && intr.first === 'SIGINT' && (await intr.cancelRequested())) {
-      e = await cancelNow(store, job.id, out.transport);
+      e = await cancelNow(job.id, { ...(out.prepared ? { prepared: out.prepared } : {}) });
     }
     const latest = await store.get(job.id).catch(() => undefined);
     printJobOutcome(out, latest ?? job, e);
     throw e;
   } finally {
     intr.dispose();
-  }
-}
-
-/**
- * Asks for the passwords a run will need now, before the job, the progress
- * bars and the first request: a prompt that appears later, when a server
- * first challenges, is drawn over by the bars and looks like a hang. As curl
- * does with `-u NAME`. Given passwords (flag, BITS_PASSWORD) return at once.
- */
-export async function askPasswordsFirst(transport: TransportOptions): Promise<void> {
-  for (const c of [transport.credentials, transport.proxyCredentials]) {
-    if (typeof c === 'function') await c();
   }
 }
 

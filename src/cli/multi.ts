@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LocalFileError, UsageError, toBitsError, ExitCode } from '../errors.js';
 import type { Job, JobStore } from '../store/index.js';
-import type { TransportOptions } from '../transport/http.js';
+import type { PreparedTransport } from '../api/options.js';
 import type { BackgroundRequest } from './background.js';
 
 export interface DownloadTarget {
@@ -100,7 +100,7 @@ export function uploadTargets(args: string[]): Array<{ file: string; url: string
 export interface ManyOptions {
   json: boolean;
   quiet: boolean;
-  transport: TransportOptions;
+  prepared: PreparedTransport;
   background?: BackgroundRequest;
 }
 
@@ -117,7 +117,7 @@ export async function runJobs(store: JobStore, jobs: Job[], o: ManyOptions): Pro
   const codes: number[] = [];
   for (const j of jobs) {
     try {
-      await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), transport: o.transport });
+      await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared });
       codes.push(0);
     } catch (err) {
       const e = toBitsError(err);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { upload, download, serve, jobs, BitsError, InterruptedError, LocalFileError, ServerError, type Server, type TransferEvent } from '../../src/api.js';
+import { upload, download, createUpload, createDownload, prepareTransport, serve, jobs, BitsError, CancelledError, InterruptedError, LocalFileError, ServerError, type Server, type TransferEvent } from '../../src/api.js';
 import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { ensureBuilt, ROOT } from '../helpers/cli.js';
@@ -114,6 +114,52 @@ describe('upload / download / serve', () => {
     expect(notFound).toBeInstanceOf(ServerError);
     expect((notFound as ServerError).httpStatus).toBe(404);
     expect((notFound as BitsError).disposition).toBe('fail');
+  });
+});
+
+describe('stored jobs run later (what the CLI is built on)', () => {
+  it('createUpload stores a queued job; jobs.run runs it, an abort suspends it, run again finishes it; clean forgets it', async () => {
+    const src = await makeRandomFile(path.join(tmp.dir, 'd.bin'), 1024 * 1024, 10);
+    // One transport for both calls: its passwords (none here) asked once.
+    const prepared = prepareTransport({ limitRateBytesPerSec: 256 * 1024 });
+    await prepared.askPasswords();
+    const job = await createUpload({ file: src, url: `${server.url}/up/d.bin`, fragmentSize: 64 * 1024, home, prepared });
+    expect((await jobs.get(job.id, { home })).state).toBe('queued');
+    // Stored with the job, so a resume in another process reaches the server the same way.
+    expect(job.transport).toEqual({ limitRateBytesPerSec: 256 * 1024 });
+    expect(existsSync(path.join(root, 'up', 'd.bin'))).toBe(false);
+
+    const ctl = new AbortController();
+    const err = await jobs
+      .run(job.id, { home, prepared, signal: ctl.signal, onEvent: (e) => void (e.type === 'progress' && e.bytesDone >= 128 * 1024 && ctl.abort()) })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InterruptedError);
+    expect((await jobs.get(job.id, { home })).effectiveState).toBe('suspended');
+
+    const types: string[] = [];
+    const done = await jobs.run(job.id, { home, onEvent: (e) => types.push(e.type) });
+    expect(done.state).toBe('complete');
+    expect(types.at(-1)).toBe('complete');
+    expect(await sha256File(path.join(root, 'up', 'd.bin'))).toBe(await sha256File(src));
+
+    const removed = await jobs.clean({ home });
+    expect(removed.map((j) => j.id)).toContain(job.id);
+    await expect(jobs.get(job.id, { home })).rejects.toThrow(/no job/i);
+  });
+
+  it('jobs.cancelNow after an aborted download: CancelledError, the job cancelled, the partial file removed', async () => {
+    await makeRandomFile(path.join(root, 'e.bin'), 1024 * 1024, 11);
+    const out = path.join(tmp.dir, 'e.copy');
+    const job = await createDownload({ url: `${server.url}/e.bin`, output: out, home, transport: { limitRateBytesPerSec: 256 * 1024 } });
+    expect(job.state).toBe('queued');
+    const ctl = new AbortController();
+    await expect(
+      jobs.run(job.id, { home, signal: ctl.signal, onEvent: (e) => void (e.type === 'progress' && e.bytesDone >= 64 * 1024 && ctl.abort()) }),
+    ).rejects.toBeInstanceOf(InterruptedError);
+    const e = await jobs.cancelNow(job.id, { home });
+    expect(e).toBeInstanceOf(CancelledError);
+    expect((await jobs.get(job.id, { home })).state).toBe('cancelled');
+    expect(existsSync(out)).toBe(false);
   });
 });
 

@@ -38,11 +38,9 @@ Examples:
     )
     .action((jobArg: string, opts: CancelOptions) =>
       runAction({ json: opts.json === true, quiet: opts.quiet === true }, async (session) => {
-        const { openJobStore } = await import('../../store/index.js');
-        const { cancelJob } = await import('../../jobs/runner.js');
+        const { cancel } = await import('../../api/jobs.js');
         const { jobResultFields } = await import('../output/final.js');
-        const store = await openJobStore();
-        const { job, message } = await cancelJob(store, jobArg, { force: opts.force === true });
+        const { job, message } = await cancel(jobArg, { force: opts.force === true });
         printFinal(
           { json: opts.json === true, quiet: opts.quiet === true, session },
           { state: 'cancelled', ...jobResultFields(job), message },

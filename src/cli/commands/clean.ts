@@ -23,12 +23,9 @@ Only the job records are removed; downloaded, partial and reply files are left a
     )
     .action((opts: CleanOptions) =>
       runAction({ json: opts.json }, async () => {
-        const { openJobStore } = await import('../../store/index.js');
-        const { runnerAlive } = await import('../../jobs/running.js');
-        const { cleanJobs } = await import('../../jobs/runner.js');
-        const store = await openJobStore();
+        const { clean, list } = await import('../../api/jobs.js');
         const all = opts.all === true;
-        const removed = await cleanJobs(store, { all });
+        const removed = await clean({ all });
         if (opts.json) {
           for (const j of removed) process.stdout.write(JSON.stringify({ type: 'removed', id: j.id, kind: j.kind, state: j.state }) + '\n');
           process.stdout.write(JSON.stringify({ type: 'summary', count: removed.length }) + '\n');
@@ -37,7 +34,7 @@ Only the job records are removed; downloaded, partial and reply files are left a
         const n = removed.length;
         let line = n ? `removed ${n} job${n === 1 ? '' : 's'}: ${removed.map((j) => j.id).join(', ')}` : 'nothing to clean';
         if (!all) {
-          const failed = (await store.list()).filter((j) => j.state === 'error' && !runnerAlive(j)).length;
+          const failed = (await list()).filter((j) => j.state === 'error' && !j.runnerAlive).length;
           if (failed) line += `; ${failed} failed job${failed === 1 ? '' : 's'} kept (bits clean --all removes them)`;
         }
         process.stdout.write(line + '\n');

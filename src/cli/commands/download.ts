@@ -113,10 +113,11 @@ Examples:
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
       if (opts.redirects !== undefined && opts.redirects !== 'follow') settings.redirects = opts.redirects as NonNullable<typeof settings.redirects>;
-      const { transportFromSettings } = await import('../../jobs/transport.js');
-      const transport = transportFromSettings(settings, { secrets });
+      const { prepareTransport } = await import('../../api/options.js');
+      const prepared = prepareTransport(settings, secrets);
+      const transport = prepared.options;
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
-      if (multi) return downloadMany(urls, opts, { segments, mirrors, fragmentSize, noProgressTimeoutMs, settings, transport, background });
+      if (multi) return downloadMany(urls, opts, { segments, mirrors, fragmentSize, noProgressTimeoutMs, prepared, background });
 
       if (output !== '-') await makeOutputFolder(place.cwd);
       if (output !== undefined && output !== '-' && opts.force !== true) {
@@ -126,15 +127,14 @@ Examples:
         const target = resolve(place.cwd, output);
         if (existsSync(target)) throw new LocalFileError(`${target} already exists; use --force to overwrite it`, target);
       }
-      await (await import('../foreground.js')).askPasswordsFirst(transport);
+      await prepared.askPasswords();
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
         const { openJobStore } = await import('../../store/index.js');
-        const { createDownloadJob } = await import('../../jobs/runner.js');
+        const { createDownload } = await import('../../api/transfer.js');
         const { executeJob } = await import('../foreground.js');
         const store = await openJobStore();
-        const job = await createDownloadJob(
-          store,
+        const job = await createDownload(
           {
             url,
             ...(output !== undefined ? { output } : {}),
@@ -146,13 +146,13 @@ Examples:
             ...(sha256 !== undefined ? { sha256 } : {}),
             ...(fragmentSize !== undefined ? { fragmentSize } : {}),
             noProgressTimeoutMs,
-            transport: settings,
+            prepared,
           },
         );
         if (background) return queueBackgroundJob(store, job, background, outOpts);
         await executeJob(store, job, {
           ...outOpts,
-          transport,
+          prepared,
           beforeStart: (reporter) => {
             for (const h of droppedHeaders) {
               reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
@@ -212,7 +212,7 @@ Examples:
 async function downloadMany(
   urls: string[],
   opts: Record<string, unknown>,
-  c: { segments?: number; mirrors: string[]; fragmentSize?: number; noProgressTimeoutMs: number; settings: import('../../store/index.js').TransportSettings; transport: import('../../transport/http.js').TransportOptions; background?: import('../background.js').BackgroundRequest },
+  c: { segments?: number; mirrors: string[]; fragmentSize?: number; noProgressTimeoutMs: number; prepared: import('../../api/options.js').PreparedTransport; background?: import('../background.js').BackgroundRequest },
 ): Promise<number> {
   const { downloadTargets, runJobs } = await import('../multi.js');
   const targets = downloadTargets(urls, opts, process.cwd());
@@ -220,11 +220,11 @@ async function downloadMany(
   const { mkdirSync } = await import('node:fs');
   mkdirSync(targets[0]!.dir, { recursive: true });
   const { openJobStore } = await import('../../store/index.js');
-  const { createDownloadJob } = await import('../../jobs/runner.js');
+  const { createDownload } = await import('../../api/transfer.js');
   const store = await openJobStore();
   const jobs = [];
   for (const t of targets) {
-    jobs.push(await createDownloadJob(store, {
+    jobs.push(await createDownload({
       url: t.url,
       ...(t.output !== undefined ? { output: t.output } : {}),
       cwd: t.dir,
@@ -233,10 +233,10 @@ async function downloadMany(
       mirrors: c.mirrors,
       ...(c.fragmentSize !== undefined ? { fragmentSize: c.fragmentSize } : {}),
       noProgressTimeoutMs: c.noProgressTimeoutMs,
-      transport: c.settings,
+      prepared: c.prepared,
     }));
   }
-  return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport: c.transport, ...(c.background ? { background: c.background } : {}) });
+  return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared: c.prepared, ...(c.background ? { background: c.background } : {}) });
 }
 
 /**

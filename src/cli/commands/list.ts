@@ -24,17 +24,16 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
     .action((opts: ListOptions) =>
       runAction({ json: opts.json }, async () => {
         // Imported here so that `bits --help` does not load conf.
-        const { openJobStore } = await import('../../store/index.js');
-        const { runnerAlive } = await import('../../jobs/running.js');
-        const { formatJobTable, isHiddenByDefault, jobJson } = await import('../output/job-format.js');
-        const store = await openJobStore();
+        const { list, storePath } = await import('../../api/jobs.js');
+        const { formatJobTable, isHiddenByDefault, jobJson, storedJob } = await import('../output/job-format.js');
         const now = Date.now();
-        const all = (await store.list()).map((job) => ({ job, alive: runnerAlive(job, now) }));
+        const all = (await list()).map(storedJob);
+        const jobsFile = await storePath();
         const shown = opts.all ? all : all.filter(({ job, alive }) => alive || !isHiddenByDefault(job, now));
         const hidden = all.length - shown.length;
         const { backgroundFields, formatBackgroundTable } = await import('../output/background-format.js');
         const { runningAgent } = await import('../../jobs/agent-lock.js');
-        const bg = backgroundFields(all, runningAgent((await import('node:path')).dirname(store.path))?.pid);
+        const bg = backgroundFields(all, runningAgent((await import('node:path')).dirname(jobsFile))?.pid);
         if (opts.json) {
           for (const { job, alive } of shown) process.stdout.write(JSON.stringify({ ...jobJson(job, alive), ...bg.get(job.id) }) + '\n');
           process.stdout.write(JSON.stringify({ type: 'summary', count: shown.length, hidden }) + '\n');
@@ -42,7 +41,7 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
         }
         const more = hidden ? `${hidden} job${hidden === 1 ? '' : 's'} finished more than a day ago not shown (bits list --all)\n` : '';
         if (shown.length === 0) {
-          process.stdout.write(`no jobs${hidden ? '' : ` in ${store.path}`}\n${more}`);
+          process.stdout.write(`no jobs${hidden ? '' : ` in ${jobsFile}`}\n${more}`);
           return;
         }
         const width = process.stdout.isTTY ? process.stdout.columns : undefined;

@@ -78,11 +78,12 @@ Examples:
 /** Applies the typed transport options to the job (stored, so later resumes keep them), then runs it in the foreground. */
 async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<Job> {
   const { overrideTransportSettings } = await import('../../store/index.js');
-  const { settingsOf, transportFromSettings } = await import('../../jobs/transport.js');
+  const { settingsOf } = await import('../../jobs/transport.js');
+  const { prepareTransport } = await import('../../api/options.js');
   const { executeJob } = await import('../foreground.js');
   const settings = overrideTransportSettings(settingsOf(job), override.settings);
   // Built before the job is claimed: a password that cannot be asked for is a usage error, not the job's failure.
-  const transport = transportFromSettings(settings, { secrets: override.secrets });
+  const prepared = prepareTransport(settings, override.secrets);
   let current = job;
   if (Object.keys(override.settings).length > 0) {
     current = await store.update(job.id, {
@@ -92,7 +93,7 @@ async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnTy
   }
   return executeJob(store, current, {
     ...out,
-    transport,
+    prepared,
     beforeStart: (reporter) => {
       for (const h of override.droppedHeaders) {
         reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });

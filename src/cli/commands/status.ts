@@ -22,12 +22,9 @@ Exit codes: 0 ok, 2 unknown or ambiguous job id, 8 job store unreadable.`,
     )
     .action((id: string, opts: StatusOptions) =>
       runAction({ json: opts.json }, async () => {
-        const { openJobStore } = await import('../../store/index.js');
-        const { runnerAlive } = await import('../../jobs/running.js');
-        const { formatJobDetails, jobJson } = await import('../output/job-format.js');
-        const store = await openJobStore();
-        const job = await store.get(id);
-        const alive = runnerAlive(job);
+        const { get } = await import('../../api/jobs.js');
+        const { formatJobDetails, jobJson, storedJob } = await import('../output/job-format.js');
+        const { job, alive } = storedJob(await get(id));
         if (opts.json) process.stdout.write(JSON.stringify(jobJson(job, alive)) + '\n');
         else process.stdout.write(formatJobDetails(job, alive, Date.now()));
       }),

@@ -83,42 +83,39 @@ Examples:
       const background = backgroundRequest(opts);
       opts = await withConfigDefaults(command, opts);
       const { settings, secrets, droppedHeaders } = settingsFromFlags(opts);
-      const { transportFromSettings } = await import('../../jobs/transport.js');
-      const transport = transportFromSettings(settings, { secrets });
+      const { prepareTransport } = await import('../../api/options.js');
+      const prepared = prepareTransport(settings, secrets);
+      const { createUpload } = await import('../../api/transfer.js');
+      const { openJobStore } = await import('../../store/index.js');
       if (targets) {
         if (replyFile !== undefined) throw new UsageError('--reply and --reply-file take one file; upload several without them');
         for (const t of targets) await checkReadableFile(t.file);
-        const { openJobStore } = await import('../../store/index.js');
-        const { createUploadJob } = await import('../../jobs/runner.js');
         const { runJobs } = await import('../multi.js');
         const store = await openJobStore();
         const jobs = [];
-        for (const t of targets) jobs.push(await createUploadJob(store, { file: t.file, url: t.url, fragmentSize, noProgressTimeoutMs, replyFile, requireReply: replyFile !== undefined, transport: settings }));
-        return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, transport, ...(background ? { background } : {}) });
+        for (const t of targets) jobs.push(await createUpload({ file: t.file, url: t.url, fragmentSize, noProgressTimeoutMs, prepared }));
+        return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared, ...(background ? { background } : {}) });
       }
       await checkReadableFile(file);
-      await (await import('../foreground.js')).askPasswordsFirst(transport);
+      await prepared.askPasswords();
 
-      const { openJobStore } = await import('../../store/index.js');
-      const { createUploadJob } = await import('../../jobs/runner.js');
       const { executeJob } = await import('../foreground.js');
       const store = await openJobStore();
-      const job = await createUploadJob(store, {
+      const job = await createUpload({
         file,
         url: dest.href,
         fragmentSize,
         noProgressTimeoutMs,
-        replyFile,
-        requireReply: replyFile !== undefined,
+        ...(replyFile !== undefined ? { replyFile } : {}),
         ...(opts.methodOverride === true ? { methodOverride: true } : {}),
-        transport: settings,
+        prepared,
       });
       if (background) return queueBackgroundJob(store, job, background, { json: opts.json === true, quiet: opts.quiet === true });
       await executeJob(store, job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
         session,
-        transport,
+        prepared,
         beforeStart: (reporter) => {
           if (fragmentSize > WINDOWS_MAX_FRAGMENT) {
             reporter.listener({ type: 'warning', message: `--fragment-size above 13M is larger than Windows sends; IIS may refuse it (413), bits then halves it` });

@@ -3,6 +3,7 @@
  * scripts (one JSON object per job). Pure: liveness of runners is passed in.
  */
 import { upgradeUploadCheckpoint, type Job } from '../../store/job.js';
+import type { JobInfo } from '../../api/jobs.js';
 import { formatBytes } from '../format.js';
 import { formatJobError, summarize, type JobSummary } from '../../jobs/lifecycle.js';
 
@@ -18,6 +19,12 @@ export function isHiddenByDefault(job: Job, now: number): boolean {
  * record (which never holds secrets) with `state` as people should see it,
  * plus `running`, `resumable` and `percent`; `storedState` when it differs.
  */
+/** An API JobInfo split back into the record as stored and whether its runner lives (jobJson prints the record's own fields only). */
+export function storedJob(info: JobInfo): { job: Job; alive: boolean } {
+  const { effectiveState: _state, runnerAlive: alive, ...job } = info;
+  return { job, alive };
+}
+
 export function jobJson(job: Job, runnerAlive: boolean): Record<string, unknown> {
   const s = summarize(job, runnerAlive);
   const out: Record<string, unknown> = { type: 'job', ...job, state: s.state, running: s.running, resumable: s.resumable };
