@@ -146,9 +146,34 @@ export async function verifySessionDirs(s: Session, sub: string = REQUESTS_DIR):
   await walkLevels(await realVirtualDir(s), [SESSIONS_DIR, sub, s.record.id]);
 }
 
+/**
+ * Serializes the folder changes that several sessions share under one root: making
+ * BITS-Sessions/Requests (and the destination folders) for a new session, and removing
+ * them where empty when another session ends. Without it, one session's rmdir of the
+ * just-made, still-empty Requests folder lands between the next session's mkdir and its
+ * open() and that CREATE-SESSION fails with ENOENT (E_FAIL), as concurrent clients or a
+ * server restarted on the same root do. Keyed by root, not by server: two servers of
+ * one process on one root (a restart) share it.
+ */
+const treeLocks = new Map<string, Promise<void>>();
+export async function withTreeLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
+  const prev = treeLocks.get(root) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((r) => (release = r));
+  const tail = prev.then(() => mine);
+  treeLocks.set(root, tail);
+  await prev;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (treeLocks.get(root) === tail) treeLocks.delete(root);
+  }
+}
+
 /** Creates BITS-Sessions/Replies/{GUID} for an upload-reply response, with the same checks. */
 export async function prepareReplyDir(s: Session): Promise<void> {
-  await walkLevels(await realVirtualDir(s), [SESSIONS_DIR, REPLIES_DIR, s.record.id], []);
+  await withTreeLock(s.root, async () => walkLevels(await realVirtualDir(s), [SESSIONS_DIR, REPLIES_DIR, s.record.id], []));
 }
 
 /** Opens the request file for appending fragments, never through a symlink. */
@@ -203,6 +228,10 @@ export function saveSession(s: Session): Promise<void> {
  * a full disk) every folder it made is removed again, deepest first.
  */
 export async function createSessionOnDisk(s: Session): Promise<void> {
+  await withTreeLock(s.root, () => createSessionLocked(s));
+}
+
+async function createSessionLocked(s: Session): Promise<void> {
   const made: string[] = [];
   try {
     // The deepest existing ancestor of the virtual directory was confined to the root by
@@ -251,10 +280,12 @@ export async function deleteSessionFromDisk(s: Session, removeMadeDirs = false):
   const empties = [path.join(s.sessionsDir, REQUESTS_DIR), path.join(s.sessionsDir, REPLIES_DIR), s.sessionsDir];
   let dir = virtualDir(s);
   for (let i = 0; removeMadeDirs && i < (s.record.madeDirs ?? 0) && dir !== s.root; i++, dir = path.dirname(dir)) empties.push(dir);
-  for (const d of empties) {
-    // rmdir never follows a symlink and only removes an empty folder.
-    await rmdir(d).catch(() => {});
-  }
+  await withTreeLock(s.root, async () => {
+    for (const d of empties) {
+      // rmdir never follows a symlink and only removes an empty folder.
+      await rmdir(d).catch(() => {});
+    }
+  });
 }
 
 function isRecord(v: unknown): v is SessionRecord {

@@ -48,6 +48,7 @@ import {
   SymlinkRefused,
   createSessionOnDisk,
   deleteSessionFromDisk,
+  withTreeLock,
   prepareReplyDir,
   verifySessionDirs,
   exists,
@@ -766,19 +767,22 @@ export class UploadServer {
         fail(400, HRESULT.E_INVALIDARG, { sessionId: rec.id });
       }
       if (await isDirectory(dest)) fail(400, HRESULT.E_INVALIDARG, { sessionId: rec.id });
-      await mkdir(path.dirname(dest), { recursive: true });
-      if (cfg.allowOverwrites) {
-        await rename(src, dest);
-      } else {
-        // link() fails if the destination exists, atomically: no window for a second writer.
-        try {
-          await link(src, dest);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST') fail(403, HRESULT.E_ACCESSDENIED, { sessionId: rec.id });
-          throw err;
+      // Under the tree lock: another session's end must not rmdir the folder between mkdir and rename.
+      await withTreeLock(s.root, async () => {
+        await mkdir(path.dirname(dest), { recursive: true });
+        if (cfg.allowOverwrites) {
+          await rename(src, dest);
+        } else {
+          // link() fails if the destination exists, atomically: no window for a second writer.
+          try {
+            await link(src, dest);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'EEXIST') fail(403, HRESULT.E_ACCESSDENIED, { sessionId: rec.id });
+            throw err;
+          }
+          await unlink(src);
         }
-        await unlink(src);
-      }
+      });
       await fsyncDir(path.dirname(dest));
     }
     this.sessions.delete(rec.id);
