@@ -159,9 +159,12 @@ export function promptPassword(prompt: string, io: PromptIO = {}): Promise<strin
         else if (ch >= ' ') pw += ch;
       }
     };
-    output.write(prompt);
+    // Raw mode and the signal listeners first, the prompt last: a key typed the moment the
+    // prompt shows must not meet the cooked terminal, which would echo it or turn Ctrl-C
+    // into a SIGINT racing the listeners (the process died of it, exit 130).
     for (const sig of PROMPT_SIGNALS) process.on(sig, onSignal);
     input.setRawMode!(true);
+    output.write(prompt);
     input.on('data', onData);
     input.resume();
   });
