@@ -13,8 +13,10 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Integration tests bind loopback ports and spawn `bits` processes; two cores, so keep it modest.
-    maxWorkers: 2,
+    // Integration tests bind loopback ports and spawn `bits` processes, and much of their time
+    // is waiting (rate limits, retry delays, servers stopped on purpose): three workers on two
+    // cores took the suite from 402 s to 299 s with every test passing, two left a core idle.
+    maxWorkers: 3,
     env: { BITS_HOME: home },
   },
 });
