@@ -50,9 +50,10 @@ describe('bits agent', () => {
   it('with concurrency 1, a high-priority job queued after a low one finishes first', async () => {
     const home = newHome();
     expect((await bits(home, ['config', 'set', 'agent.concurrency', '1'])).code).toBe(0);
-    const low = await source('low.bin', 1024 * 1024);
+    // ~10 s at 200 KB/s: still running when the second command (a node start-up on a loaded CI machine) queues the high one.
+    const low = await source('low.bin', 2 * 1024 * 1024);
     const high = await source('high.bin', 256 * 1024);
-    const ql = await bits(home, ['upload', '--priority', 'low', '--json', '--fragment-size', '64K', '--limit-rate', '300K', low.file, `${fx.server.url}/up/low.bin`]);
+    const ql = await bits(home, ['upload', '--priority', 'low', '--json', '--fragment-size', '64K', '--limit-rate', '200K', low.file, `${fx.server.url}/up/low.bin`]);
     const lowId = queuedId(ql);
     await until('the low job to start', () => job(home, lowId), (j) => j.running);
     const qh = await bits(home, ['upload', '--priority', 'high', '--json', '--fragment-size', '64K', '--limit-rate', '300K', high.file, `${fx.server.url}/up/high.bin`]);
