@@ -19,6 +19,7 @@ import type { PreparedTransport } from '../api/options.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
 import { jobResultFields } from './output/final.js';
+import type { CombinedProgress } from './output/combined.js';
 import { onInterrupt, printFinal, type OutputOptions, type OutputSession } from './run.js';
 
 /** A second SIGINT within this long of the first cancels the job instead of suspending it. */
@@ -105,6 +106,8 @@ export interface ExecuteOptions extends OutputOptions {
   prepared?: PreparedTransport;
   /** Called with the reporter before the transfer starts (e.g. to warn). */
   beforeStart?: (reporter: Reporter) => void;
+  /** Several files in one command: the one line this job's progress goes to. */
+  combined?: CombinedProgress;
 }
 
 /**
@@ -112,7 +115,7 @@ export interface ExecuteOptions extends OutputOptions {
  * exit with, after printing it.
  */
 export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions): Promise<Job> {
-  const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id, session: out.session });
+  const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id, session: out.session, ...(out.combined ? { combined: out.combined } : {}) });
   out.beforeStart?.(reporter);
   const intr = jobInterrupt(out.session);
   const started = Date.now();

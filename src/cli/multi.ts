@@ -1,8 +1,9 @@
 /**
  * Several files in one command: `bits download URL… [-d DIR]`, `-i FILE`,
  * `bits upload FILE… URL/`. One job per file; in the foreground they run one
- * after another (each with its own progress and last line), with
- * --background they are all queued for the agent; the exit code is the worst.
+ * after another under one combined progress line (output/combined.ts), each
+ * with its own start and last line above it; with --background they are all
+ * queued for the agent; the exit code is the worst.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -114,16 +115,26 @@ export async function runJobs(store: JobStore, jobs: Job[], o: ManyOptions): Pro
   const { executeJob } = await import('./foreground.js');
   const { OutputSession } = await import('./output/final.js');
   const { worstExitCode } = await import('../jobs/outcome.js');
+  const { CombinedProgress } = await import('./output/combined.js');
+  const { statusIntervalFromEnv } = await import('./output/reporter.js');
+  const combined = jobs.length > 1 && !o.quiet ? new CombinedProgress(jobs, { statusIntervalMs: statusIntervalFromEnv() }) : undefined;
   const codes: number[] = [];
-  for (const j of jobs) {
-    try {
-      await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared });
-      codes.push(0);
-    } catch (err) {
-      const e = toBitsError(err);
-      codes.push(e.exitCode);
-      if (e.exitCode === ExitCode.INTERRUPTED || e.exitCode === ExitCode.CANCELLED) break;
+  try {
+    for (const [i, j] of jobs.entries()) {
+      combined?.beginJob(i);
+      try {
+        await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared, ...(combined ? { combined } : {}) });
+        combined?.endJob(true);
+        codes.push(0);
+      } catch (err) {
+        combined?.endJob(false);
+        const e = toBitsError(err);
+        codes.push(e.exitCode);
+        if (e.exitCode === ExitCode.INTERRUPTED || e.exitCode === ExitCode.CANCELLED) break;
+      }
     }
+  } finally {
+    combined?.stop();
   }
   if (!o.quiet && !o.json && jobs.length > 1) {
     const ok = codes.filter((c) => c === 0).length;

@@ -59,6 +59,34 @@ describe('several files in one command', () => {
     expect(await sha256File(path.join(fx.dir, 'd4', 'a.bin'))).toBe(sha.a);
   }, 60_000);
 
+  it('in a CI log, the status lines are one combined line for all files (N/M files, the sum of bytes, the current file); each file keeps its own start and last line', async () => {
+    const home = fx.home('home-multi-log');
+    const size = 600_000;
+    const sha = { p: await served('p.bin', size), q: await served('q.bin', size), r: await served('r.bin', size) };
+    const d = path.join(fx.dir, 'dlog');
+    const urls = ['p', 'q', 'r'].map((n) => `${fx.server.url}/files/${n}.bin`);
+    // 600 kB at 1 MB/s is 0.6 s a file: several status lines (every 100 ms) per file.
+    const r = await bits(home, ['download', ...urls, '-d', d, '--limit-rate', '1M'], { env: { BITS_STATUS_INTERVAL_MS: '100' } });
+    expect(r.code, r.stderr).toBe(0);
+    for (const n of ['p', 'q', 'r'] as const) expect(await sha256File(path.join(d, `${n}.bin`))).toBe(sha[n]);
+    const lines = r.stderr.trimEnd().split('\n');
+    // No per-file status line (`bits: download 300 KiB …`): every one is the combined line.
+    expect(lines.filter((l) => /^bits: download [\d.]+ (B|KiB|MiB)/.test(l)), r.stderr).toEqual([]);
+    const status = lines.map((l) => /^bits: ([123])\/3 files ([\d.]+) (B|KiB|MiB)\b.*, ([pqr])\.bin/.exec(l)).filter((m): m is RegExpExecArray => m !== null);
+    expect(status.length, r.stderr).toBeGreaterThanOrEqual(3);
+    // The file number and the name agree, and the bytes are the sum: past one file's size while the third runs.
+    for (const m of status) expect('pqr'[Number(m[1]) - 1]).toBe(m[4]);
+    const unit = { B: 1, KiB: 1024, MiB: 1024 * 1024 } as const;
+    const third = status.filter((m) => m[1] === '3').map((m) => Number(m[2]) * unit[m[3] as keyof typeof unit]);
+    expect(third.length, r.stderr).toBeGreaterThan(0);
+    expect(Math.max(...third)).toBeGreaterThan(2 * size * 0.99);
+    // Once every size is known, the combined line has the total of all three.
+    expect(r.stderr).toMatch(/^bits: 3\/3 files [\d.]+ (KiB|MiB) \/ 1\.7 MiB \(\d+%\)/m);
+    expect(lines.filter((l) => /^bits: download http/.test(l))).toHaveLength(3);
+    expect(lines.filter((l) => /^bits: downloaded /.test(l))).toHaveLength(3);
+    expect(lines[lines.length - 1]).toBe('bits: 3 of 3 transfers complete');
+  }, 60_000);
+
   it('upload FILE… URL/ sends each file under its own name', async () => {
     const home = fx.home('home-multi-up');
     const f1 = path.join(fx.dir, 'one.bin');

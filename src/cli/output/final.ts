@@ -197,7 +197,8 @@ export function printFinal(opts: OutputOptions, outcome: FinalResult): boolean {
   }
   const line = finalHumanLine(full);
   // Ctrl-C and a cancel asked for are what the user wanted: plain lines, not errors.
-  if (r.error && r.state !== 'cancelled' && r.error.code !== 'InterruptedError') stderr.write(errorLine(line, stderr));
-  else if (r.state !== 'complete' || !opts.quiet) stderr.write(`bits: ${line}\n`);
+  // Above a display that outlives this job (the several-files line), else straight out.
+  if (r.error && r.state !== 'cancelled' && r.error.code !== 'InterruptedError') session.logLine(errorLine(line, stderr), stderr);
+  else if (r.state !== 'complete' || !opts.quiet) session.logLine(`bits: ${line}\n`, stderr);
   return true;
 }

@@ -40,6 +40,8 @@ export interface ProgressState {
   /** Segments in index order, from the progress events' `segments[]`. */
   segments: SegmentState[];
   completed: boolean;
+  /** How far along, 0..1, where the byte total is unknown (several downloads before each one's HEAD); the bar shows it. */
+  fraction?: number;
 }
 
 export function initialProgress(o: { kind?: TransferKind; jobId?: string }, now: number): ProgressState {

@@ -6,15 +6,14 @@ import { formatBytes, formatDuration, formatPercent, formatRate } from '../forma
 import { currentRate, eta, phaseText, tick, type ProgressState } from './progress-model.js';
 
 /** `bits: upload 33.3 MiB / 100 MiB (33%) 10.0 MiB/s ETA 7s, retrying in 3s (attempt 1)` */
-export function statusLine(s: ProgressState, now: number): string {
+export function statusLine(s: ProgressState, now: number, label = s.kind ?? 'transfer', note = phaseText(s, now)): string {
   const r = currentRate(s, now);
-  let line = `bits: ${s.kind ?? 'transfer'} ${formatBytes(s.done)}`;
+  let line = `bits: ${label} ${formatBytes(s.done)}`;
   if (s.total !== undefined) line += ` / ${formatBytes(s.total)} (${formatPercent(s.done, s.total)})`;
   line += ` ${formatRate(r)}`;
   const e = eta(s, r);
   if (e !== undefined) line += ` ETA ${formatDuration(e)}`;
-  const ph = phaseText(s, now);
-  if (ph) line += `, ${ph}`;
+  if (note) line += `, ${note}`;
   return line + '\n';
 }
 
@@ -32,6 +31,8 @@ export class StatusLines {
     private readonly stderr: NodeJS.WritableStream,
     private readonly state: ProgressState,
     private readonly intervalMs: number,
+    /** The line; default the transfer's own (statusLine). */
+    private readonly line: (now: number) => string = (now) => statusLine(state, now),
   ) {}
 
   start(): void {
@@ -39,7 +40,7 @@ export class StatusLines {
     this.timer = setInterval(() => {
       const now = Date.now();
       tick(this.state, now);
-      this.stderr.write(statusLine(this.state, now));
+      this.stderr.write(this.line(now));
     }, this.intervalMs);
     this.timer.unref();
   }

@@ -27,15 +27,19 @@ export function barWidth(columns: number | undefined): number {
   return Math.max(10, Math.min(40, cols - 60));
 }
 
-export function mainLine(s: ProgressState, now: number, c: Colors, width: number): string {
+/** `label` and `note` replace the kind and the phase text (the several-files line names its file there). */
+export function mainLine(s: ProgressState, now: number, c: Colors, width: number, label = s.kind ?? 'transfer', note = phaseText(s, now)): string {
   const r = currentRate(s, now);
   const pct = formatPercent(s.done, s.total) ?? '';
   const sizes = s.total !== undefined ? `${formatBytes(s.done)} / ${formatBytes(s.total)}` : formatBytes(s.done);
   const e = eta(s, r);
   const right = [pct.padStart(4), sizes, formatRate(r), e !== undefined ? `ETA ${formatDuration(e)}` : ''].filter(Boolean).join('  ');
-  const ph = phaseText(s, now);
-  const label = (s.kind ?? 'transfer').padEnd(8);
-  return `${c.bold(label)} ${barString(c, s.total ? s.done / s.total : undefined, width)} ${right}${ph ? '  ' + c.yellow(ph) : ''}`;
+  return `${c.bold(label.padEnd(8))} ${barString(c, fraction(s), width)} ${right}${note ? '  ' + c.yellow(note) : ''}`;
+}
+
+/** How full the bar is: the bytes when the total is known, else the model's estimate. */
+function fraction(s: ProgressState): number | undefined {
+  return s.total ? s.done / s.total : s.fraction;
 }
 
 export function segmentLine(g: SegmentState, c: Colors, width: number): string {
@@ -54,6 +58,8 @@ export class Bars {
     private readonly stderr: Writable & { columns?: number },
     private readonly state: ProgressState,
     private readonly c: Colors,
+    /** The main line; default the transfer's own (mainLine). */
+    private readonly line: (now: number, width: number) => string = (now, width) => mainLine(state, now, c, width),
   ) {}
 
   get live(): boolean {
@@ -71,7 +77,7 @@ export class Bars {
       fps: 8,
       format: () => '',
     });
-    this.multibar.create(1, 0, {}, { format: () => mainLine(this.state, Date.now(), this.c, barWidth(this.stderr.columns)) });
+    this.multibar.create(1, 0, {}, { format: () => this.line(Date.now(), barWidth(this.stderr.columns)) });
   }
 
   /** A bar for every segment the model knows and has none yet. */

@@ -19,6 +19,7 @@ import { applyEvent, bytesThisRun, initialProgress, phaseText, type ProgressStat
 import { JsonRenderer } from './render-json.js';
 import { StatusLines, startLine } from './render-lines.js';
 import { Bars } from './render-tty.js';
+import type { CombinedProgress } from './combined.js';
 
 export interface ReporterOptions {
   /** One JSON object per line on stdout. */
@@ -40,6 +41,8 @@ export interface ReporterOptions {
   kind?: TransferKind;
   /** The command's output session; default a new one. */
   session?: OutputSession;
+  /** Several files in one command: this job feeds the one combined line instead of drawing its own. */
+  combined?: CombinedProgress;
 }
 
 export interface Reporter {
@@ -58,7 +61,7 @@ const LOGGED_PHASES = new Set<TransferPhase>(['waiting-host-fallback', 'verifyin
 /** How long a phase before the 'start' event (connecting, creating session) waits before bars are drawn. */
 const BARS_DELAY_MS = 1000;
 
-function statusIntervalFromEnv(): number {
+export function statusIntervalFromEnv(): number {
   const v = Number(process.env.BITS_STATUS_INTERVAL_MS);
   return Number.isFinite(v) && v > 0 ? v : 5000;
 }
@@ -72,8 +75,9 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
   const tty = opts.tty ?? (stderr.isTTY === true && process.env.TERM !== 'dumb');
   const state = initialProgress({ kind: opts.kind, jobId: opts.jobId }, Date.now());
   const json = opts.json ? new JsonRenderer(stdout, state, opts.jsonProgressIntervalMs ?? 1000) : undefined;
-  const bars = tty && human ? new Bars(stderr, state, colorsFor(stderr)) : undefined;
-  const status = !tty && human ? new StatusLines(stderr, state, opts.statusIntervalMs ?? statusIntervalFromEnv()) : undefined;
+  const combined = human ? opts.combined : undefined;
+  const bars = tty && human && !combined ? new Bars(stderr, state, colorsFor(stderr)) : undefined;
+  const status = !tty && human && !combined ? new StatusLines(stderr, state, opts.statusIntervalMs ?? statusIntervalFromEnv()) : undefined;
   const out = { json: opts.json, quiet: opts.quiet, stdout, stderr, session };
   let finished = false;
   let begun = false;
@@ -83,7 +87,8 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
   /** A human line: above the bars on a terminal, as is in a log, nowhere with --quiet. */
   function say(line: string): void {
     if (!human) return;
-    if (bars?.live) bars.log(line);
+    if (combined) combined.log(line);
+    else if (bars?.live) bars.log(line);
     else stderr.write(line);
   }
 
@@ -106,6 +111,11 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
       session.liveLogger = (line) => bars.log(line);
     }
     status?.start();
+    if (combined) {
+      combined.start();
+      // The outcome lines of this job go above the combined bar, which outlives it.
+      session.liveLogger = (line) => combined.log(line);
+    }
   }
 
   const unregister = session.registerStopper(() => finish());
@@ -127,6 +137,7 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
     if (finished && e.type !== 'complete') return;
     const now = Date.now();
     applyEvent(state, e, now);
+    combined?.feed(state, now);
     switch (e.type) {
       case 'start': {
         session.updateJob({ jobId: state.jobId, kind: state.kind, source: state.source, destination: state.destination, totalBytes: state.total, bytesDone: state.done, startedAt: now });
