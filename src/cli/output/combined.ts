@@ -57,7 +57,6 @@ export class CombinedProgress {
   private readonly bars: Bars | undefined;
   private readonly status: StatusLines | undefined;
   private readonly stderr: Writable;
-  private started = false;
 
   constructor(jobs: ReadonlyArray<{ kind: TransferKind; source: string; destination: string; totalBytes?: number }>, o: CombinedOptions) {
     const now = Date.now();
@@ -106,10 +105,17 @@ export class CombinedProgress {
 
   /** The bar (or the status lines) from now on; idempotent. */
   start(): void {
-    if (this.started) return;
-    this.started = true;
     this.bars?.start();
     this.status?.start();
+  }
+
+  /**
+   * No job is moving bytes (one ended; a Ctrl-C waits out its cancel window):
+   * a log gets no status lines until the next one starts. The bar stays, for
+   * the lines above it.
+   */
+  pause(): void {
+    this.status?.stop();
   }
 
   /** Job `i` of the list is the one running now. */

@@ -126,6 +126,7 @@ export function createReporter(opts: ReporterOptions = {}): Reporter {
     if (beginTimer) clearTimeout(beginTimer);
     unregister();
     status?.stop();
+    combined?.pause();
     json?.finish();
     if (bars?.live) {
       session.liveLogger = undefined;
