@@ -12,7 +12,7 @@
 import * as jobs from './api/jobs.js';
 
 export { upload, download, createUpload, createDownload, type UploadOptions, type DownloadOptions, type TransferResult } from './api/transfer.js';
-export { serve, type ServeOptions, type Server } from './api/serve.js';
+export { serve, readServeConfig, type ServeOptions, type Server, type DurabilityConfig, type DurabilityMode, type NotificationType, type ServerConfigFile } from './api/serve.js';
 export { prepareTransport, type RunOptions, type StoreOptions, type PreparedTransport } from './api/options.js';
 export type { JobInfo, CancelOptions, CleanOptions, WaitOptions, CancelResult } from './api/jobs.js';
 export { jobs };

@@ -2,13 +2,18 @@
  * jobs.list / get / resume / cancel / wait: the persistent jobs (the same
  * store `bits list` reads) from code.
  */
-import { InterruptedError } from '../errors.js';
-import { effectiveState, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
+import { InterruptedError, UsageError } from '../errors.js';
+import { effectiveState, isBackground, isTerminal, overrideTransportSettings, type BackgroundPriority, type Job, type JobState, type TransportSettings } from '../store/index.js';
+import { ensureAgent, homeOf } from '../jobs/agent-start.js';
+import { runningAgent } from '../jobs/agent-lock.js';
+import { BACKGROUND_NO_PROGRESS_MS } from '../jobs/agent.js';
+import { sleep } from '../store/process.js';
 import { cancelJob, cancelNow as cancelStopped, cleanJobs, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
 import type { BitsError } from '../errors.js';
 import { runnerAlive } from '../jobs/running.js';
 import { settingsOf } from '../jobs/transport.js';
-import { jobSignal, storeFor, transportFor, type RunOptions, type StoreOptions } from './options.js';
+import { jobSignal, prepareTransport, storeFor, transportFor, type PreparedTransport, type RunOptions, type StoreOptions } from './options.js';
+import type { TransportSecrets } from '../jobs/transport.js';
 
 export type { Job, JobState, CancelResult };
 
@@ -55,6 +60,25 @@ export async function resume(id: string, opts: RunOptions = {}): Promise<Job> {
   const transport = transportFor(settings, opts);
   if (opts.transport) job = await store.update(job.id, { transport: settings, ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}) });
   return runStored(store, job.id, transport, opts);
+}
+
+/**
+ * Throws the UsageError jobs.resume and jobs.queue would refuse this job
+ * with (complete, cancelled, run by another live process, failed for good);
+ * for checking before asking for passwords.
+ */
+export function assertResumable(job: Job): void {
+  const refusal = resumeRefusal(job, runnerAlive(job));
+  if (refusal) throw refusal;
+}
+
+/**
+ * The transport a resume of this job uses: its stored settings with
+ * `override` on top, passwords from `secrets` (or asked for once, see
+ * PreparedTransport.askPasswords). Pass it as `prepared` to jobs.resume.
+ */
+export function prepareResume(job: Job, override: Partial<TransportSettings> = {}, secrets?: TransportSecrets): PreparedTransport {
+  return prepareTransport(overrideTransportSettings(settingsOf(job), override), secrets);
 }
 
 /**
@@ -158,4 +182,93 @@ export interface CleanOptions extends StoreOptions {
 export async function clean(opts: CleanOptions = {}): Promise<Job[]> {
   const store = await storeFor(opts);
   return cleanJobs(store, { all: opts.all === true });
+}
+
+export interface SuspendOptions extends StoreOptions {
+  /** How long to wait for the process running the job to record the suspension; default 20 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Stops a job until it is resumed (jobs.resume, jobs.queue, `bits resume`).
+ * A background job the agent runs is stopped by the agent (it reads the
+ * request from the store at its next tick); a queued or stopped one is
+ * suspended at once (a failed one stays failed); a run in another process is
+ * sent SIGTERM, which suspends it there. Resolves with the job once its
+ * runner let go of it; UsageError for a finished job or a runner that does
+ * not stop in time.
+ */
+export async function suspend(id: string, opts: SuspendOptions = {}): Promise<JobInfo> {
+  const store = await storeFor(opts);
+  let job = await store.get(id);
+  if (isTerminal(job.state)) throw new UsageError(`job ${job.id} is ${job.state}; there is nothing to suspend`);
+  if (!runnerAlive(job)) return info(await store.update(job.id, { state: job.state === 'error' ? 'error' : 'suspended', retryAt: undefined, runner: undefined }));
+  const r = job.runner!;
+  const agent = runningAgent(homeOf(store));
+  if (isBackground(job) && agent?.pid === r.pid) await store.update(job.id, { suspendRequested: new Date().toISOString() });
+  else process.kill(r.pid, 'SIGTERM');
+  const waitMs = opts.timeoutMs ?? 20_000;
+  const deadline = Date.now() + waitMs;
+  while (runnerAlive(job) && job.runner?.pid === r.pid) {
+    if (Date.now() > deadline) throw new UsageError(`job ${job.id}: pid ${r.pid} did not stop it within ${Math.round(waitMs / 1000)} s`);
+    await sleep(100);
+    job = await store.get(job.id);
+  }
+  return info(job);
+}
+
+export interface QueueOptions extends StoreOptions {
+  /** Default: the job's own, else normal. */
+  priority?: BackgroundPriority;
+  /** Shell command lines run when the job ends (BITS_JOB_* in their environment). */
+  onComplete?: string;
+  onError?: string;
+  /** Give up after this long without progress across the agent's retries; default 14 days (BITS' default). */
+  backgroundTimeoutMs?: number;
+  /** Fields that replace the stored transport settings (and are stored). */
+  transport?: Partial<TransportSettings>;
+}
+
+export interface QueueResult {
+  job: JobInfo;
+  /** The agent that will run it (started by this call when none ran). */
+  agentPid: number;
+  agentStarted: boolean;
+}
+
+/**
+ * Hands a job to the per-user background agent instead of running it here:
+ * a new one from createUpload / createDownload, or a stopped one again. The
+ * agent runs queued jobs in priority order, retries transient failures after
+ * its retry delay and keeps the store up to date (jobs.wait follows it).
+ * Refused (UsageError) as jobs.resume refuses: a finished job, one another
+ * process runs, one that cannot be resumed.
+ */
+export async function queue(id: string, opts: QueueOptions = {}): Promise<QueueResult> {
+  const store = await storeFor(opts);
+  const job = await store.get(id);
+  const refusal = resumeRefusal(job, runnerAlive(job));
+  if (refusal) throw refusal;
+  const transport = opts.transport && Object.keys(opts.transport).length > 0 ? overrideTransportSettings(settingsOf(job), opts.transport) : undefined;
+  const notify = opts.onComplete !== undefined || opts.onError !== undefined ? { ...(opts.onComplete !== undefined ? { onComplete: opts.onComplete } : {}), ...(opts.onError !== undefined ? { onError: opts.onError } : {}) } : undefined;
+  const queued = await store.update(job.id, (j) => ({
+    ...j,
+    state: 'queued' as const,
+    priority: opts.priority ?? j.priority ?? 'normal',
+    retryAt: undefined,
+    suspendRequested: undefined,
+    stalledSince: undefined,
+    stalledBytes: undefined,
+    runner: undefined,
+    ...(notify ? { notify } : {}),
+    ...(transport ? { transport } : {}),
+    options: { ...j.options, timeouts: { ...j.options?.timeouts, background: opts.backgroundTimeoutMs ?? j.options?.timeouts?.background ?? BACKGROUND_NO_PROGRESS_MS } },
+  }));
+  const agent = await ensureAgent(store);
+  return { job: info(queued), agentPid: agent.pid, agentStarted: agent.started };
+}
+
+/** Starts the background agent for this store's BITS_HOME if none runs (jobs.wait does not). */
+export async function startAgent(opts: StoreOptions = {}): Promise<{ pid: number; started: boolean }> {
+  return ensureAgent(await storeFor(opts));
 }

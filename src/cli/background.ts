@@ -4,10 +4,6 @@
  * the agent (detached) when none runs. The agent itself is `bits agent`
  * (src/cli/commands/agent.ts, scheduler src/jobs/agent.ts).
  */
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import type { BackgroundPriority, Job, JobNotify, JobStore } from '../store/index.js';
@@ -43,58 +39,18 @@ export function backgroundRequest(opts: Record<string, unknown>): BackgroundRequ
   return { priority: (p ?? 'normal') as BackgroundPriority, notify };
 }
 
-/** The folder holding jobs.json (and the agent's lock and log). */
-export function homeOf(store: JobStore): string {
-  return path.dirname(store.path);
+/** The API's calls for this store's BITS_HOME (the folder holding jobs.json). */
+async function apiQueue(): Promise<{ queue: typeof import('../api/jobs.js').queue; homeOf: typeof import('../jobs/agent-start.js').homeOf }> {
+  const [{ queue }, { homeOf }] = await Promise.all([import('../api/jobs.js'), import('../jobs/agent-start.js')]);
+  return { queue, homeOf };
 }
 
-/** The executable `bits`: the agent is started the way a user would start it. */
-export function binScript(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'bits');
-}
-
-let lastSpawned: { home: string; pid: number } | undefined;
-
-/**
- * Starts `bits agent` detached (its own session, stdio to the agent log) if
- * none runs for this BITS_HOME; returns the running agent's pid, or the new one's.
- */
-export async function ensureAgent(store: JobStore): Promise<{ pid: number; started: boolean }> {
-  const { runningAgent, agentLogPath } = await import('../jobs/agent-lock.js');
-  const home = homeOf(store);
-  const live = runningAgent(home);
-  if (live) return { pid: live.pid, started: false };
-  // Started by this process a moment ago and still taking its lock: do not start a second one.
-  const { isProcessAlive } = await import('../store/process.js');
-  if (lastSpawned?.home === home && isProcessAlive(lastSpawned.pid)) return { pid: lastSpawned.pid, started: false };
-  fs.mkdirSync(home, { recursive: true });
-  const fd = fs.openSync(agentLogPath(home), 'a', 0o600);
-  try {
-    // BITS_HOME is passed on: the agent must serve this store, whatever the default would be.
-    const child = spawn(process.execPath, [binScript(), 'agent'], {
-      detached: true,
-      stdio: ['ignore', fd, fd],
-      env: { ...process.env, BITS_HOME: home, BITS_AGENT_DETACHED: '1' },
-    });
-    child.unref();
-    if (child.pid !== undefined) lastSpawned = { home, pid: child.pid };
-    return { pid: child.pid ?? 0, started: true };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Marks a freshly created job as background, hands it to the agent and prints its id (stdout) and a line (stderr). */
+/** Hands a freshly created job to the agent (the API's jobs.queue) and prints its id (stdout) and a line (stderr). */
 export async function queueInBackground(store: JobStore, job: Job, req: BackgroundRequest, out: OutputOptions, backgroundTimeoutMs: number): Promise<Job> {
-  const queued = await store.update(job.id, (j) => ({
-    ...j,
-    priority: req.priority,
-    ...(req.notify.onComplete !== undefined || req.notify.onError !== undefined ? { notify: req.notify } : {}),
-    options: { ...j.options, timeouts: { ...j.options?.timeouts, background: backgroundTimeoutMs } },
-  }));
-  const agent = await ensureAgent(store);
-  announceQueued(queued, agent.pid, out);
-  return queued;
+  const { queue, homeOf } = await apiQueue();
+  const q = await queue(job.id, { home: homeOf(store), priority: req.priority, ...req.notify, backgroundTimeoutMs });
+  announceQueued(q.job, q.agentPid, out);
+  return q.job;
 }
 
 export function announceQueued(job: Job, agentPid: number, out: OutputOptions): void {
@@ -134,20 +90,8 @@ export async function requeueIfBackground(
   }
   const target = (priority ?? job.priority) as BackgroundPriority | undefined;
   if (target === undefined) return false;
-  const { overrideTransportSettings } = await import('../store/index.js');
-  const { settingsOf } = await import('../jobs/transport.js');
-  const settings = overrideTransportSettings(settingsOf(job), transport);
-  const queued = await store.update(job.id, {
-    state: 'queued',
-    priority: target,
-    retryAt: undefined,
-    suspendRequested: undefined,
-    stalledSince: undefined,
-    stalledBytes: undefined,
-    runner: undefined,
-    ...(Object.keys(transport).length > 0 ? { transport: settings } : {}),
-  });
-  const agent = await ensureAgent(store);
-  announceQueued(queued, agent.pid, out);
+  const { queue, homeOf } = await apiQueue();
+  const q = await queue(job.id, { home: homeOf(store), priority: target, transport });
+  announceQueued(q.job, q.agentPid, out);
   return true;
 }

@@ -15,7 +15,7 @@ import { AuthError, CancelledError, InterruptedError, TlsError, formatErrorLine,
 import type { Job, JobStore } from '../store/index.js';
 import { isResumable } from '../store/index.js';
 import { cancelNow, run } from '../api/jobs.js';
-import type { PreparedTransport } from '../api/options.js';
+import type { PreparedTransport, RunOptions } from '../api/options.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
 import { jobResultFields } from './output/final.js';
@@ -106,6 +106,8 @@ export interface ExecuteOptions extends OutputOptions {
   prepared?: PreparedTransport;
   /** Called with the reporter before the transfer starts (e.g. to warn). */
   beforeStart?: (reporter: Reporter) => void;
+  /** The API call that runs the job; default jobs.run (bits resume passes jobs.resume, which stores its typed settings). */
+  start?: (opts: Pick<RunOptions, 'onEvent' | 'signal' | 'prepared'>) => Promise<Job>;
   /** Several files in one command: the one line this job's progress goes to. */
   combined?: CombinedProgress;
 }
@@ -122,7 +124,8 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   try {
     // Before the first request and the bars; signals now suspend the job (upload and download asked already).
     if (out.prepared) await out.prepared.askPasswords();
-    const done = await run(job.id, { onEvent: reporter.listener, signal: intr.signal, ...(out.prepared ? { prepared: out.prepared } : {}) });
+    const runOpts = { onEvent: reporter.listener, signal: intr.signal, ...(out.prepared ? { prepared: out.prepared } : {}) };
+    const done = await (out.start ? out.start(runOpts) : run(job.id, runOpts));
     reporter.finish();
     // Normally already printed by the reporter on 'complete'; this covers a client that did not send one.
     printFinal(out, { state: 'complete', ...jobResultFields(done), elapsedMs: Date.now() - started });

@@ -6,6 +6,7 @@
  * confirms); downloads from their partial file with If-Range (§3.6.4.2).
  */
 import { Option, type Command } from 'commander';
+import path from 'node:path';
 import { PRIORITIES, requeueIfBackground } from '../background.js';
 import { runAction } from '../run.js';
 import { addTransportOptions, settingsFromFlags } from '../transport-options.js';
@@ -61,11 +62,9 @@ Examples:
       const store = await openJobStore();
       const out: Out = { json: opts.json === true, quiet: opts.quiet === true, session };
       if (!opts.all) {
-        const { resumeRefusal } = await import('../../jobs/runner.js');
-        const { runnerAlive } = await import('../../jobs/running.js');
+        const { assertResumable } = await import('../../api/jobs.js');
         const job = await store.get(jobArg!);
-        const refusal = resumeRefusal(job, runnerAlive(job));
-        if (refusal) throw refusal;
+        assertResumable(job);
         if (await requeueIfBackground(store, job, opts.priority as string | undefined, out, override.settings)) return;
         await resumeOne(store, job, out, override);
         return;
@@ -75,25 +74,17 @@ Examples:
   );
 }
 
-/** Applies the typed transport options to the job (stored, so later resumes keep them), then runs it in the foreground. */
+/** Runs the job in the foreground through the API's jobs.resume, which stores the typed transport options (later resumes keep them). */
 async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<Job> {
-  const { overrideTransportSettings } = await import('../../store/index.js');
-  const { settingsOf } = await import('../../jobs/transport.js');
-  const { prepareTransport } = await import('../../api/options.js');
+  const { prepareResume, resume } = await import('../../api/jobs.js');
   const { executeJob } = await import('../foreground.js');
-  const settings = overrideTransportSettings(settingsOf(job), override.settings);
   // Built before the job is claimed: a password that cannot be asked for is a usage error, not the job's failure.
-  const prepared = prepareTransport(settings, override.secrets);
-  let current = job;
-  if (Object.keys(override.settings).length > 0) {
-    current = await store.update(job.id, {
-      transport: settings,
-      ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}),
-    });
-  }
-  return executeJob(store, current, {
+  const prepared = prepareResume(job, override.settings, override.secrets);
+  const typed = Object.keys(override.settings).length > 0;
+  return executeJob(store, job, {
     ...out,
     prepared,
+    start: (o) => resume(job.id, { ...o, home: path.dirname(store.path), ...(typed ? { transport: prepared.settings } : {}) }),
     beforeStart: (reporter) => {
       for (const h of override.droppedHeaders) {
         reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
@@ -104,18 +95,25 @@ async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnTy
 
 async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<number> {
   const { toBitsError, ExitCode } = await import('../../errors.js');
-  const { effectiveState, resumesByItself } = await import('../../store/index.js');
-  const { resumeRefusal } = await import('../../jobs/runner.js');
-  const { runnerAlive } = await import('../../jobs/running.js');
+  const { resumesByItself } = await import('../../store/index.js');
+  const { assertResumable, list } = await import('../../api/jobs.js');
   const { formatJobError } = await import('../../jobs/lifecycle.js');
   const { worstExitCode } = await import('../../jobs/outcome.js');
-  const all = await store.list();
-  const jobs = all.filter((j) => resumesByItself(j, runnerAlive(j)));
+  const all = await list({ home: path.dirname(store.path) });
+  const jobs = all.filter((j) => resumesByItself(j, j.runnerAlive));
+  const resumable = (j: Job): boolean => {
+    try {
+      assertResumable(j);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   // Say what is not resumed and why: a cron log must show the failed job, not hide it.
   const skipped: Array<{ jobId: string; state: string; reason: string }> = [];
   for (const j of all) {
-    const alive = runnerAlive(j);
-    const state = effectiveState(j, alive);
+    const alive = j.runnerAlive;
+    const state = j.effectiveState;
     if (alive) skipped.push({ jobId: j.id, state, reason: `being transferred by pid ${j.runner!.pid} on ${j.runner!.host}` });
     else if (state === 'error') {
       skipped.push({ jobId: j.id, state, reason: `failed${j.lastError ? ` (${formatJobError(j.lastError)})` : ''}; once the cause is fixed: bits resume ${j.id}, or remove it: bits cancel ${j.id}` });
@@ -131,7 +129,7 @@ async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof 
   for (const candidate of jobs) {
     // Re-read: a job may have been resumed or cancelled by someone else since the list was taken.
     const job = await store.get(candidate.id).catch(() => undefined);
-    if (!job || resumeRefusal(job, runnerAlive(job))) continue;
+    if (!job || !resumable(job)) continue;
     if (await requeueIfBackground(store, job, undefined, out, override.settings)) {
       results.push({ jobId: job.id, state: 'queued', exitCode: 0 });
       continue;

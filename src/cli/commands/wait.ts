@@ -6,6 +6,7 @@
  * killed agent comes back. Ctrl-C stops waiting only: the jobs keep running.
  */
 import type { Command } from 'commander';
+import path from 'node:path';
 import { runAction } from '../run.js';
 import { UsageError } from '../../errors.js';
 
@@ -56,7 +57,7 @@ async function waitForJobs(ids: string[], o: WaitOptions): Promise<number> {
   const { openJobStore, waitIsOver, jobExitCode, isBackground, TERMINAL_STATES } = await import('../../store/index.js');
   const { runnerAlive } = await import('../../jobs/running.js');
   const { backgroundTimeoutMs } = await import('../../jobs/agent.js');
-  const { ensureAgent } = await import('../background.js');
+  const { startAgent } = await import('../../api/jobs.js');
   const { createReporter } = await import('../output/reporter.js');
   const { OutputSession, printFinal, jobResultFields } = await import('../output/final.js');
   const { finalStateFor, worstExitCode } = await import('../../jobs/outcome.js');
@@ -119,7 +120,7 @@ async function waitForJobs(ids: string[], o: WaitOptions): Promise<number> {
       if (codes.size === jobs.length) break;
       const needAgent = jobs.some((j) => !codes.has(j.id) && isBackground(j) && !runnerAlive(j, now) && (j.state === 'queued' || j.state === 'transferring'));
       if (needAgent && now - lastAgentStart > AGENT_RESTART_GAP_MS) {
-        const a = await ensureAgent(store);
+        const a = await startAgent({ home: path.dirname(store.path) });
         if (a.started) {
           lastAgentStart = now;
           if (!o.quiet && !o.json) process.stderr.write(`bits: started the agent (pid ${a.pid})\n`);
