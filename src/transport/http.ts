@@ -23,7 +23,8 @@
 import { getHeader, H } from '../protocol/headers.js';
 import { PassThrough, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
-import { Client, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Client, buildConnector, errors as undiciErrors } from './undici-parts.js';
 import { AuthError, BitsError, ProtocolError, ServerError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
 import { HRESULT, parseHresult } from '../protocol/hresult.js';
 import { VERSION } from '../version.js';

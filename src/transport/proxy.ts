@@ -418,7 +418,7 @@ export async function openTunnel(o: TunnelOptions, host: string, port: number, s
 export function createTunnelConnector(o: TunnelOptions): BuildConnector.connector {
   // undici is loaded here rather than at the top: this module is imported to define
   // command-line flags, and `bits list` or `bits --help` should not pay for undici.
-  const { buildConnector } = createRequire(import.meta.url)('undici') as typeof import('undici');
+  const buildConnector = createRequire(import.meta.url)('undici/lib/core/connect.js') as typeof import('undici').buildConnector; // not the index: see undici-parts.ts
   const tlsUpgrade = buildConnector({ ...(o.targetTls as BuildConnector.BuildOptions), timeout: o.connectTimeoutMs });
   return (opts, callback) => {
     const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
@@ -450,7 +450,7 @@ export function createTunnelConnector(o: TunnelOptions): BuildConnector.connecto
  * form: TCP, or TLS to an https:// proxy; failures name the proxy.
  */
 export function createProxyConnector(proxy: URL, proxyTls: ConnectionOptions, connectTimeoutMs: number): BuildConnector.connector {
-  const { buildConnector } = createRequire(import.meta.url)('undici') as typeof import('undici');
+  const buildConnector = createRequire(import.meta.url)('undici/lib/core/connect.js') as typeof import('undici').buildConnector; // not the index: see undici-parts.ts
   const base = buildConnector({ ...(proxyTls as BuildConnector.BuildOptions), timeout: connectTimeoutMs });
   return (opts, callback) =>
     base(opts, (err, socket) => {

@@ -1,0 +1,34 @@
+/**
+ * The parts of undici the transport uses, loaded from undici's own files
+ * rather than its index: the index also loads fetch, the mock agent, the
+ * cache, the SOCKS5 interceptor and more that bits never calls — on this
+ * machine requiring the index takes ~160 ms, these parts ~60 ms, and every
+ * command that talks to a server paid the difference at start-up (issue 13's
+ * 1 MiB rows). The types are undici's own. undici has no `exports` map, so
+ * the deep paths are allowed; scripts/build-exe.mjs bundles them as written
+ * (it turns `createRequire(import.meta.url)('…')` into require).
+ */
+import { createRequire } from 'node:module';
+import type { Client as UndiciClient, buildConnector as UndiciBuildConnector, errors as UndiciErrors } from 'undici';
+
+export const Client = createRequire(import.meta.url)('undici/lib/dispatcher/client.js') as typeof UndiciClient;
+// What undici's index does to give every dispatcher request()/stream()/pipeline() (undici is pinned to one version).
+{
+  const Dispatcher = createRequire(import.meta.url)('undici/lib/dispatcher/dispatcher.js') as { prototype: object };
+  const api = createRequire(import.meta.url)('undici/lib/api/index.js') as object;
+  if (!('request' in Dispatcher.prototype)) Object.assign(Dispatcher.prototype, api);
+}
+export type Client = UndiciClient;
+export declare namespace Client {
+  type Options = UndiciClient.Options;
+}
+
+export const buildConnector = createRequire(import.meta.url)('undici/lib/core/connect.js') as typeof UndiciBuildConnector;
+export declare namespace buildConnector {
+  type BuildOptions = UndiciBuildConnector.BuildOptions;
+  type connector = UndiciBuildConnector.connector;
+  type Options = UndiciBuildConnector.Options;
+  type Callback = UndiciBuildConnector.Callback;
+}
+
+export const errors = createRequire(import.meta.url)('undici/lib/core/errors.js') as typeof UndiciErrors;
