@@ -7,6 +7,9 @@ import path from 'node:path';
 import { stat } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import type { ServeOptions as ServerOptions, RunningServer } from '../server/index.js';
+import type { ServerConfigFile } from '../server/config.js';
+
+export type { DirectoryConfig, DurabilityConfig, DurabilityMode, NotificationType, ServerConfigFile, ServerLimits } from '../server/config.js';
 
 export interface ServeOptions extends Omit<ServerOptions, 'root'> {
   /** Folder to serve; default process.cwd(). */
@@ -22,6 +25,11 @@ export interface Server {
   close(): Promise<void>;
 }
 
+/**
+ * Starts serving `root`. Rejects with UsageError when root is not a folder,
+ * and with the listening error itself (its `code`: EADDRINUSE, EACCES, ...)
+ * when the address cannot be had.
+ */
 export async function serve(opts: ServeOptions = {}): Promise<Server> {
   const root = path.resolve(opts.root ?? process.cwd());
   const st = await stat(root).catch(() => undefined);
@@ -30,4 +38,14 @@ export async function serve(opts: ServeOptions = {}): Promise<Server> {
   const { startServer } = await import('../server/index.js');
   const server: RunningServer = await startServer({ ...opts, root, host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
   return { url: server.url, host: server.host, port: server.port, close: () => server.close() };
+}
+
+/**
+ * Reads a `bits serve --config` JSON file: per-folder settings (`defaults`,
+ * `directories`), `limits` and `durability`, to pass on to serve(). Rejects
+ * with an Error whose message is one line naming the file and the bad key.
+ */
+export async function loadServeConfig(file: string): Promise<ServerConfigFile> {
+  const { loadServerConfigFile } = await import('../server/config.js');
+  return loadServerConfigFile(file);
 }

@@ -11,8 +11,10 @@ import path from 'node:path';
 import { runAction } from '../run.js';
 import { UsageError } from '../../errors.js';
 import { parseDurationSeconds, parseInteger, parseSize } from '../parse.js';
-import type { DirectoryConfig, DurabilityConfig, NotificationType, ServerConfigFile, ServerLimits } from '../../server/config.js';
-import type { ServeOptions } from '../../server/index.js';
+import type { DirectoryConfig, DurabilityConfig, NotificationType, ServeOptions as ApiServeOptions, ServerConfigFile, ServerLimits } from '../../api/serve.js';
+
+/** What serveOptionsFrom settles: where to listen is always decided by then. */
+type ServeOptions = ApiServeOptions & { root: string; host: string; port: number };
 
 interface ServeFlags {
   root: string;
@@ -132,9 +134,9 @@ export function register(program: Command): void {
 }
 
 async function loadConfigFile(file: string): Promise<ServerConfigFile> {
-  const { loadServerConfigFile } = await import('../../server/config.js');
+  const { loadServeConfig } = await import('../../api/serve.js');
   try {
-    return await loadServerConfigFile(file);
+    return await loadServeConfig(file);
   } catch (err) {
     // The loader's messages are already one line naming the file and key.
     throw new UsageError(`--config: ${(err as Error).message}`);
@@ -279,10 +281,10 @@ async function serve(flags: ServeFlags, cmd: Command): Promise<number> {
   const opts = await serveOptionsFrom(flags, given);
   if (!flags.quiet) opts.log = (line) => process.stderr.write(`${line}\n`);
 
-  const { startServer } = await import('../../server/index.js');
-  let server: Awaited<ReturnType<typeof startServer>>;
+  const { serve: startServing } = await import('../../api/serve.js');
+  let server: Awaited<ReturnType<typeof startServing>>;
   try {
-    server = await startServer(opts);
+    server = await startServing(opts);
   } catch (err) {
     throw listenError(err, opts);
   }
