@@ -2,8 +2,11 @@
  * jobs.list / get / resume / cancel / wait: the persistent jobs (the same
  * store `bits list` reads) from code.
  */
-import { InterruptedError } from '../errors.js';
-import { effectiveState, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
+import path from 'node:path';
+import { InterruptedError, UsageError } from '../errors.js';
+import { effectiveState, isBackground, isTerminal, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
+import { sleep } from '../store/process.js';
+import { runningAgent } from '../jobs/agent-lock.js';
 import { cancelJob, cancelNow as cancelStopped, cleanJobs, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
 import type { BitsError } from '../errors.js';
 import { runnerAlive } from '../jobs/running.js';
@@ -158,4 +161,46 @@ export interface CleanOptions extends StoreOptions {
 export async function clean(opts: CleanOptions = {}): Promise<Job[]> {
   const store = await storeFor(opts);
   return cleanJobs(store, { all: opts.all === true });
+}
+
+export interface SuspendOptions extends StoreOptions {
+  /** How long to wait for the process running the job to record the suspension; default 20 s. */
+  timeoutMs?: number;
+}
+
+export interface SuspendResult {
+  /** The job as its runner (or this call) left it: suspended, or error for a failed job nobody ran. */
+  job: JobInfo;
+  /** The process that was transferring it and stopped; undefined when none ran it and the record was changed here. */
+  stoppedPid?: number;
+}
+
+/**
+ * Stops a job until resume: one the background agent runs is stopped by the
+ * agent (it reads the request from the store at its next tick), one another
+ * process runs in the foreground is sent SIGTERM (which suspends it there),
+ * one nobody runs is marked suspended at once (a failed one stays failed).
+ * UsageError when the job is finished or its runner does not stop in time.
+ */
+export async function suspend(id: string, opts: SuspendOptions = {}): Promise<SuspendResult> {
+  const store = await storeFor(opts);
+  const waitMs = opts.timeoutMs ?? 20_000;
+  let job = await store.get(id);
+  if (isTerminal(job.state)) throw new UsageError(`job ${job.id} is ${job.state}; there is nothing to suspend`);
+  if (!runnerAlive(job)) {
+    job = await store.update(job.id, { state: job.state === 'error' ? 'error' : 'suspended', retryAt: undefined, runner: undefined });
+    return { job: info(job) };
+  }
+  const r = job.runner!;
+  const agent = runningAgent(path.dirname(store.path));
+  if (isBackground(job) && agent?.pid === r.pid) await store.update(job.id, { suspendRequested: new Date().toISOString() });
+  else process.kill(r.pid, 'SIGTERM');
+  // Bounded by the deadline: a runner that ignores the request is reported, not waited for forever.
+  const deadline = Date.now() + waitMs;
+  while (runnerAlive(job) && job.runner?.pid === r.pid) {
+    if (Date.now() > deadline) throw new UsageError(`job ${job.id}: pid ${r.pid} did not stop it within ${waitMs / 1000} s`);
+    await sleep(100);
+    job = await store.get(job.id);
+  }
+  return { job: info(job), stoppedPid: r.pid };
 }

@@ -12,7 +12,7 @@ import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 import { parseUserUrl } from '../../protocol/urls.js';
 import { secretHeaderNote } from '../../store/secrets.js';
-import type { TransferEvent } from '../../client/events.js';
+import type { TransferEvent } from '../../api.js';
 
 const MAX_SEGMENTS = 64;
 
@@ -115,7 +115,6 @@ Examples:
       if (opts.redirects !== undefined && opts.redirects !== 'follow') settings.redirects = opts.redirects as NonNullable<typeof settings.redirects>;
       const { prepareTransport } = await import('../../api/options.js');
       const prepared = prepareTransport(settings, secrets);
-      const transport = prepared.options;
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
       if (multi) return downloadMany(urls, opts, { segments, mirrors, fragmentSize, noProgressTimeoutMs, prepared, background });
 
@@ -163,7 +162,7 @@ Examples:
       }
 
       // -o -: bytes go to stdout in order and cannot be taken back, so there is nothing to resume: no job.
-      const { downloadFile } = await import('../../client/download.js');
+      const { downloadToStream } = await import('../../api/transfer.js');
       const { createReporter } = await import('../output/reporter.js');
       const reporter = createReporter({ ...outOpts, kind: 'download' });
       const interrupt = onInterrupt(undefined, { session });
@@ -171,17 +170,15 @@ Examples:
       const unwatchPipe = watchClosedStdout(outOpts);
       let completed: TransferEvent | undefined;
       try {
-        const result = await downloadFile({
+        const result = await downloadToStream({
           url,
-          output,
-          force: opts.force === true,
+          to: process.stdout,
           ...(ranges !== undefined ? { ranges } : {}),
-          segments: 1,
           mirrors,
           ...(sha256 !== undefined ? { sha256 } : {}),
           ...(fragmentSize !== undefined ? { fragmentSize } : {}),
           noProgressTimeoutMs,
-          transport,
+          prepared,
           // 'complete' only once stdout took every byte: a reader gone at the end is no success either.
           onEvent: (e) => (e.type === 'complete' ? (completed = e) : reporter.listener(e)),
           signal: interrupt.signal,
@@ -195,7 +192,7 @@ Examples:
           bytes: result.bytes,
           totalBytes: result.bytes,
           source: url,
-          destination: result.path,
+          destination: '-',
           ...(result.sha256 ? { sha256: result.sha256 } : {}),
           elapsedMs: Date.now() - started,
         });
