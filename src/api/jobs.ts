@@ -4,16 +4,23 @@
  */
 import path from 'node:path';
 import { InterruptedError, UsageError } from '../errors.js';
-import { effectiveState, isBackground, isTerminal, overrideTransportSettings, type Job, type JobState } from '../store/index.js';
+import { TERMINAL_STATES, effectiveState, isBackground, isTerminal, jobExitCode, overrideTransportSettings, resumesByItself, waitIsOver, type Job, type JobError, type JobState } from '../store/index.js';
+import { formatJobError } from '../jobs/lifecycle.js';
+import { worstExitCode as worstOf } from '../jobs/outcome.js';
+import { prepareTransport, type PreparedTransport } from './options.js';
 import { sleep } from '../store/process.js';
 import { runningAgent } from '../jobs/agent-lock.js';
+import { backgroundTimeoutMs } from '../jobs/agent.js';
+import type { TransferEvent } from '../client/events.js';
+import { ensureAgent } from './background.js';
 import { cancelJob, cancelNow as cancelStopped, cleanJobs, resumeRefusal, runJob, type CancelResult } from '../jobs/runner.js';
 import type { BitsError } from '../errors.js';
 import { runnerAlive } from '../jobs/running.js';
 import { settingsOf } from '../jobs/transport.js';
 import { jobSignal, storeFor, transportFor, type RunOptions, type StoreOptions } from './options.js';
 
-export type { Job, JobState, CancelResult };
+export type { Job, JobState, JobError, CancelResult };
+export { queue, dequeue, ensureAgent, DEFAULT_BACKGROUND_TIMEOUT_MS, type QueueOptions, type QueueResult, type AgentStatus, type BackgroundPriority, type JobNotify } from './background.js';
 
 /** A job as stored, with the state a reader should believe (a dead runner's 'transferring' is 'suspended'). */
 export interface JobInfo extends Job {
@@ -26,10 +33,69 @@ function info(job: Job): JobInfo {
   return { ...job, effectiveState: effectiveState(job, alive), runnerAlive: alive };
 }
 
-/** Every job, oldest first. */
-export async function list(opts: StoreOptions = {}): Promise<JobInfo[]> {
+export interface ListOptions extends StoreOptions {
+  /**
+   * Only some jobs: 'resumable', what `bits resume --all` continues (queued or
+   * suspended, no live runner); 'unfinished', what `bits wait --all` waits for.
+   */
+  only?: 'resumable' | 'unfinished';
+}
+
+/** Every job (or those `only` names), oldest first. */
+export async function list(opts: ListOptions = {}): Promise<JobInfo[]> {
   const store = await storeFor(opts);
-  return (await store.list()).map(info);
+  const all = (await store.list()).map(info);
+  if (opts.only === 'resumable') return all.filter((j) => resumesByItself(j, j.runnerAlive));
+  if (opts.only === 'unfinished') return all.filter((j) => !waitIsOver(j, j.runnerAlive));
+  return all;
+}
+
+/**
+ * The job, if resume(id) would take it; otherwise throws why not (a
+ * UsageError: complete, cancelled, run by another live process, or failed in
+ * a way a retry cannot change).
+ */
+export async function resumable(id: string, opts: StoreOptions = {}): Promise<JobInfo> {
+  const store = await storeFor(opts);
+  const job = info(await store.get(id));
+  const refusal = resumeRefusal(job, job.runnerAlive);
+  if (refusal) throw refusal;
+  return job;
+}
+
+/**
+ * What resume does before it runs, for a caller that runs the job itself
+ * (jobs.run with `prepared`): checks the job may be resumed, builds its
+ * transport from the stored settings with `transport` over them, and stores
+ * those overrides for later resumes. Throws UsageError before any change when
+ * it refuses or a needed password cannot be had.
+ */
+export async function prepareResume(id: string, opts: Pick<RunOptions, 'home' | 'transport' | 'secrets'> = {}): Promise<{ job: JobInfo; prepared: PreparedTransport }> {
+  const store = await storeFor(opts);
+  let job: Job = await resumable(id, opts);
+  const override = opts.transport ?? {};
+  const settings = overrideTransportSettings(settingsOf(job), override);
+  // Built before the record changes: a password that cannot be had is a usage error, not the job's failure.
+  const prepared = prepareTransport(settings, opts.secrets);
+  if (Object.keys(override).length > 0) {
+    job = await store.update(job.id, { transport: settings, ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}) });
+  }
+  return { job: info(job), prepared };
+}
+
+/** A stored error as one line (code, message, HTTP status), as `bits list` shows it. */
+export function errorLine(e: JobError): string {
+  return formatJobError(e);
+}
+
+/** The exit code the job ended with, as its own foreground run would have exited (README "Exit codes"). */
+export function exitCodeOf(job: Job): number {
+  return jobExitCode(job);
+}
+
+/** The exit code for several jobs: the worst (highest), 0 when every one completed. */
+export function worstExitCode(codes: readonly number[]): number {
+  return worstOf(codes);
 }
 
 /** The jobs.json file the calls read and write (for messages; it may not exist yet). */
@@ -49,15 +115,8 @@ export async function get(id: string, opts: StoreOptions = {}): Promise<JobInfo>
  * stored for later resumes). Resolves with the completed job.
  */
 export async function resume(id: string, opts: RunOptions = {}): Promise<Job> {
-  const store = await storeFor(opts);
-  let job = await store.get(id);
-  const refusal = resumeRefusal(job, runnerAlive(job));
-  if (refusal) throw refusal;
-  const settings = opts.transport ? overrideTransportSettings(settingsOf(job), opts.transport) : settingsOf(job);
-  // Built before the record changes: a password that cannot be had is a usage error, not the job's failure.
-  const transport = transportFor(settings, opts);
-  if (opts.transport) job = await store.update(job.id, { transport: settings, ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}) });
-  return runStored(store, job.id, transport, opts);
+  const { job, prepared } = await prepareResume(id, opts);
+  return runStored(await storeFor(opts), job.id, opts.prepared ? opts.prepared.options : prepared.options, opts);
 }
 
 /**
@@ -105,13 +164,33 @@ export async function cancel(id: string, opts: CancelOptions = {}): Promise<Canc
 }
 
 const STOPPED: readonly JobState[] = ['complete', 'cancelled', 'error', 'suspended'];
+/** Starting an agent takes a moment; do not start another before it could have taken its lock. */
+const AGENT_RESTART_GAP_MS = 2000;
 
 export interface WaitOptions extends StoreOptions {
-  /** Give up (TimeoutError) after this long; default: wait as long as it takes. */
+  /** Give up (InterruptedError) after this long; default: wait as long as it takes. */
   timeoutMs?: number;
   /** How often the store is read; default 250 ms. */
   pollMs?: number;
+  /** Stops the waiting (not the jobs): the call rejects with its reason, after one last read of the store. */
   signal?: AbortSignal;
+  /**
+   * The jobs' progress as the store shows it (their runner records it at
+   * every checkpoint): 'start' once a job is under way, 'progress' at every
+   * read, 'complete' when it completed.
+   */
+  onEvent?: (event: TransferEvent, job: JobInfo) => void;
+  /** Each job once its wait is over, in the order they end. */
+  onEnd?: (job: JobInfo) => void;
+  /**
+   * Wait as `bits wait` does: a background job is waited for until the agent
+   * ends it (a retry later is still waited for), and the agent is started
+   * again when it died with such work left; a foreground job no process runs
+   * ends the wait at once; a job removed meanwhile is waited for as last seen.
+   */
+  agent?: boolean;
+  /** With `agent`: this wait started the agent, with this pid. */
+  onAgentStart?: (pid: number) => void;
 }
 
 /**
@@ -121,31 +200,74 @@ export interface WaitOptions extends StoreOptions {
  * stopped). It does not run the job; see resume for that.
  */
 export async function wait(id: string, opts: WaitOptions = {}): Promise<JobInfo> {
+  return (await waitAll([id], opts))[0]!;
+}
+
+/**
+ * wait() for several jobs at once, with one read of the store per poll:
+ * resolves with all of them (in the order of `ids`) once every wait is over.
+ */
+export async function waitAll(ids: readonly string[], opts: WaitOptions = {}): Promise<JobInfo[]> {
   const store = await storeFor(opts);
   const pollMs = Math.max(10, opts.pollMs ?? 250);
   const deadline = opts.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : Number.POSITIVE_INFINITY;
-  const jobId = (await store.get(id)).id;
-  for (;;) {
-    const j = info(await store.get(jobId));
-    // queued: someone (a background agent, a resume) is about to run it; keep waiting.
-    if (STOPPED.includes(j.effectiveState)) return j;
+  const isOver = (j: JobInfo) => (opts.agent ? waitIsOver(j, j.runnerAlive) : STOPPED.includes(j.effectiveState));
+  let current: JobInfo[] = await Promise.all(ids.map(async (id) => info(await store.get(id))));
+  const started = new Set<string>();
+  const ended = new Set<string>();
+  let lastAgentStart = 0;
+  // Bounded by the deadline and the signal (and by the jobs ending).
+  for (let first = true; ; first = false) {
+    if (!first) current = await Promise.all(current.map(async (j) => info(await (opts.agent ? store.get(j.id).catch(() => j) : store.get(j.id)))));
+    for (const j of current) {
+      if (ended.has(j.id)) continue;
+      if (opts.onEvent) {
+        if (!started.has(j.id) && (j.state === 'transferring' || j.bytesDone > 0 || TERMINAL_STATES.includes(j.state))) {
+          started.add(j.id);
+          opts.onEvent({ type: 'start', kind: j.kind, jobId: j.id, source: j.source, destination: j.destination, ...(j.totalBytes !== undefined ? { totalBytes: j.totalBytes } : {}), resumedAt: j.bytesDone }, j);
+        }
+        if (started.has(j.id)) opts.onEvent({ type: 'progress', bytesDone: j.bytesDone, ...(j.totalBytes !== undefined ? { totalBytes: j.totalBytes } : {}) }, j);
+      }
+      if (!isOver(j)) continue;
+      ended.add(j.id);
+      if (j.state === 'complete') opts.onEvent?.({ type: 'complete', bytes: j.bytesDone, destination: j.destination }, j);
+      opts.onEnd?.(j);
+    }
+    if (ended.size === current.length) return current;
+    const now = Date.now();
+    const needAgent = opts.agent && current.some((j) => !ended.has(j.id) && isBackground(j) && !j.runnerAlive && (j.state === 'queued' || j.state === 'transferring'));
+    if (needAgent && now - lastAgentStart > AGENT_RESTART_GAP_MS) {
+      const a = await ensureAgent(opts);
+      if (a.started) {
+        lastAgentStart = now;
+        opts.onAgentStart?.(a.pid);
+      }
+    }
     opts.signal?.throwIfAborted();
     const left = deadline - Date.now();
+    const waiting = current.find((j) => !ended.has(j.id))!;
     // The job goes on; only this wait stops, so it is an interrupt of the waiting, not a transfer failure.
-    if (left <= 0) throw new InterruptedError(`job ${jobId} is still ${j.effectiveState} after ${opts.timeoutMs} ms of waiting`);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(done, Math.min(pollMs, left));
-      function done() {
-        opts.signal?.removeEventListener('abort', abort);
-        resolve();
-      }
-      function abort() {
-        clearTimeout(t);
-        reject(opts.signal!.reason);
-      }
-      opts.signal?.addEventListener('abort', abort, { once: true });
-    });
+    if (left <= 0) throw new InterruptedError(`job ${waiting.id} is still ${waiting.effectiveState} after ${opts.timeoutMs} ms of waiting`);
+    await pause(Math.min(pollMs, left), opts.signal);
   }
+}
+
+/** Sleeps, cut short by the signal: the caller reads the store once more before it stops. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** How long the agent lets this job go without progress before it fails it (its own setting, else DEFAULT_BACKGROUND_TIMEOUT_MS). */
+export function backgroundTimeoutOf(job: Job): number {
+  return backgroundTimeoutMs(job);
 }
 
 export interface CleanOptions extends StoreOptions {

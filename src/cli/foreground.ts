@@ -12,9 +12,9 @@
  * `timeout`) counts once: see onInterrupt in run.ts.
  */
 import { AuthError, CancelledError, InterruptedError, TlsError, formatErrorLine, toBitsError, type BitsError } from '../errors.js';
-import type { Job, JobStore } from '../store/index.js';
+import type { Job } from '../api.js';
 import { isResumable } from '../store/index.js';
-import { cancelNow, run } from '../api/jobs.js';
+import { cancelNow, get, run } from '../api/jobs.js';
 import type { PreparedTransport } from '../api/options.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
@@ -111,7 +111,7 @@ export interface ExecuteOptions extends OutputOptions {
  * Runs one job in the foreground. Throws the BitsError the process should
  * exit with, after printing it.
  */
-export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions): Promise<Job> {
+export async function executeJob(job: Job, out: ExecuteOptions): Promise<Job> {
   const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id, session: out.session });
   out.beforeStart?.(reporter);
   const intr = jobInterrupt(out.session);
@@ -130,7 +130,7 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
     if (e instanceof InterruptedError && intr.first === 'SIGINT' && (await intr.cancelRequested())) {
       e = await cancelNow(job.id, { ...(out.prepared ? { prepared: out.prepared } : {}) });
     }
-    const latest = await store.get(job.id).catch(() => undefined);
+    const latest = await get(job.id).catch(() => undefined);
     printJobOutcome(out, latest ?? job, e);
     throw e;
   } finally {

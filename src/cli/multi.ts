@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LocalFileError, UsageError, toBitsError, ExitCode } from '../errors.js';
-import type { Job, JobStore } from '../store/index.js';
+import type { Job } from '../api.js';
 import type { PreparedTransport } from '../api/options.js';
 import type { BackgroundRequest } from './background.js';
 
@@ -105,19 +105,19 @@ export interface ManyOptions {
 }
 
 /** Runs (or queues) the jobs; the worst exit code. A Ctrl-C stops this job and the rest. */
-export async function runJobs(store: JobStore, jobs: Job[], o: ManyOptions): Promise<number> {
+export async function runJobs(jobs: Job[], o: ManyOptions): Promise<number> {
   if (o.background) {
     const { queueBackgroundJob } = await import('./background.js');
-    for (const j of jobs) await queueBackgroundJob(store, j, o.background, o);
+    for (const j of jobs) await queueBackgroundJob(j, o.background, o);
     return 0;
   }
   const { executeJob } = await import('./foreground.js');
   const { OutputSession } = await import('./output/final.js');
-  const { worstExitCode } = await import('../jobs/outcome.js');
+  const { worstExitCode } = await import('../api/jobs.js');
   const codes: number[] = [];
   for (const j of jobs) {
     try {
-      await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared });
+      await executeJob(j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared });
       codes.push(0);
     } catch (err) {
       const e = toBitsError(err);

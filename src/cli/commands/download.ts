@@ -129,10 +129,8 @@ Examples:
       await prepared.askPasswords();
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
-        const { openJobStore } = await import('../../store/index.js');
         const { createDownload } = await import('../../api/transfer.js');
         const { executeJob } = await import('../foreground.js');
-        const store = await openJobStore();
         const job = await createDownload(
           {
             url,
@@ -148,8 +146,8 @@ Examples:
             prepared,
           },
         );
-        if (background) return queueBackgroundJob(store, job, background, outOpts);
-        await executeJob(store, job, {
+        if (background) return queueBackgroundJob(job, background, outOpts);
+        await executeJob(job, {
           ...outOpts,
           prepared,
           beforeStart: (reporter) => {
@@ -216,9 +214,7 @@ async function downloadMany(
   targets.forEach((t) => checkUrl(t.url, 'URL'));
   const { mkdirSync } = await import('node:fs');
   mkdirSync(targets[0]!.dir, { recursive: true });
-  const { openJobStore } = await import('../../store/index.js');
   const { createDownload } = await import('../../api/transfer.js');
-  const store = await openJobStore();
   const jobs = [];
   for (const t of targets) {
     jobs.push(await createDownload({
@@ -233,7 +229,7 @@ async function downloadMany(
       prepared: c.prepared,
     }));
   }
-  return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared: c.prepared, ...(c.background ? { background: c.background } : {}) });
+  return runJobs(jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared: c.prepared, ...(c.background ? { background: c.background } : {}) });
 }
 
 /**
