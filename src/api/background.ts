@@ -30,6 +30,11 @@ export interface AgentStatus {
   started: boolean;
 }
 
+/** The pid of the agent serving this store, when one runs. */
+export async function agentPid(opts: StoreOptions = {}): Promise<number | undefined> {
+  return runningAgent(path.dirname((await storeFor(opts)).path))?.pid;
+}
+
 let lastSpawned: { home: string; pid: number } | undefined;
 
 /**

@@ -20,7 +20,7 @@ import { settingsOf } from '../jobs/transport.js';
 import { jobSignal, storeFor, transportFor, type RunOptions, type StoreOptions } from './options.js';
 
 export type { Job, JobState, JobError, CancelResult };
-export { queue, dequeue, ensureAgent, DEFAULT_BACKGROUND_TIMEOUT_MS, type QueueOptions, type QueueResult, type AgentStatus, type BackgroundPriority, type JobNotify } from './background.js';
+export { queue, dequeue, ensureAgent, agentPid, DEFAULT_BACKGROUND_TIMEOUT_MS, type QueueOptions, type QueueResult, type AgentStatus, type BackgroundPriority, type JobNotify } from './background.js';
 
 /** A job as stored, with the state a reader should believe (a dead runner's 'transferring' is 'suspended'). */
 export interface JobInfo extends Job {

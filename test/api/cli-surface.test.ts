@@ -155,6 +155,8 @@ describe('jobs.suspend / resumable / prepareResume / queue / dequeue / waitAll',
     const ended: string[] = [];
     const [j] = await jobs.waitAll([job.id], { home, agent: true, timeoutMs: 30_000, pollMs: 50, onEvent: (e) => events.push(e.type), onEnd: (x) => ended.push(x.id) });
     expect(j!.state).toBe('complete');
+    // The agent that ran it is still up (it exits once idle for 10 s) and holds the store's lock.
+    expect(await jobs.agentPid({ home })).toBeGreaterThan(0);
     expect(ended).toEqual([job.id]);
     expect(events[0]).toBe('start');
     expect(events).toContain('progress');
