@@ -7,7 +7,8 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
-import type { BackgroundPriority, Job, JobNotify, JobStore, TransportSettings } from '../store/index.js';
+import type { JobStore } from '../store/index.js';
+import type { BackgroundPriority, Job, JobNotify, TransportSettings } from '../api.js';
 import { isoNow, writeJson, type OutputOptions } from './output/final.js';
 
 export const PRIORITIES = ['foreground', 'high', 'normal', 'low'] as const;
