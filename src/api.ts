@@ -11,15 +11,15 @@
  */
 import * as jobs from './api/jobs.js';
 
-export { upload, download, createUpload, createDownload, type UploadOptions, type DownloadOptions, type TransferResult } from './api/transfer.js';
-export { serve, readServeConfig, type ServeOptions, type Server, type DurabilityConfig, type DurabilityMode, type NotificationType, type ServerConfigFile } from './api/serve.js';
+export { upload, download, downloadToStream, createUpload, createDownload, type UploadOptions, type DownloadOptions, type StreamDownloadOptions, type StreamResult, type TransferResult } from './api/transfer.js';
+export { serve, loadServeConfig, type ServeOptions, type Server, type ServerConfigFile, type DurabilityConfig, type DurabilityMode, type NotificationType } from './api/serve.js';
 export { prepareTransport, type RunOptions, type StoreOptions, type PreparedTransport } from './api/options.js';
-export type { JobInfo, CancelOptions, CleanOptions, WaitOptions, CancelResult } from './api/jobs.js';
+export type { JobInfo, ListOptions, CancelOptions, CleanOptions, WaitOptions, CancelResult, SuspendOptions, SuspendResult, QueueOptions, QueueResult, AgentStatus, BackgroundPriority, JobNotify, JobError } from './api/jobs.js';
 export { jobs };
 export type { Job, JobState, JobKind, TransportSettings } from './store/index.js';
 export type { TransportSecrets } from './jobs/transport.js';
 export type { TransferEvent, TransferPhase, TransferKind, SegmentProgress, TransferListener } from './client/events.js';
-export type { DirectoryConfig, ServerLimits } from './server/config.js';
+export type { DirectoryConfig, ServerLimits } from './api/serve.js';
 export {
   BitsError,
   UsageError,

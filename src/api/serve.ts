@@ -25,6 +25,11 @@ export interface Server {
   close(): Promise<void>;
 }
 
+/**
+ * Starts serving `root`. Rejects with UsageError when root is not a folder,
+ * and with the listening error itself (its `code`: EADDRINUSE, EACCES, ...)
+ * when the address cannot be had.
+ */
 export async function serve(opts: ServeOptions = {}): Promise<Server> {
   const root = path.resolve(opts.root ?? process.cwd());
   const st = await stat(root).catch(() => undefined);
@@ -36,11 +41,11 @@ export async function serve(opts: ServeOptions = {}): Promise<Server> {
 }
 
 /**
- * Reads a `bits serve --config` JSON file (directory settings by URL prefix,
- * limits, durability). Rejects with an Error whose message is one line naming
- * the file and the first bad key.
+ * Reads a `bits serve --config` JSON file: per-folder settings (`defaults`,
+ * `directories`), `limits` and `durability`, to pass on to serve(). Rejects
+ * with an Error whose message is one line naming the file and the bad key.
  */
-export async function readServeConfig(file: string): Promise<ServerConfigFile> {
+export async function loadServeConfig(file: string): Promise<ServerConfigFile> {
   const { loadServerConfigFile } = await import('../server/config.js');
   return loadServerConfigFile(file);
 }

@@ -124,3 +124,50 @@ async function run(store: JobStore, job: Job, transport: TransportOptions, opts:
     s.dispose();
   }
 }
+
+/** downloadToStream's inputs: no job and no file, so no `home`, output, cwd, force or segments. */
+export type StreamDownloadOptions = Omit<RunOptions, 'home' | 'transport'> &
+  Pick<DownloadJobSpec, 'url'> &
+  Partial<Pick<DownloadJobSpec, 'ranges' | 'mirrors' | 'sha256' | 'fragmentSize' | 'noProgressTimeoutMs' | 'transport'>> & {
+    /** Where the bytes go, in order (e.g. process.stdout, a file stream, a hash). It is not ended. */
+    to: NodeJS.WritableStream;
+  };
+
+export interface StreamResult {
+  /** Bytes written to `to`. */
+  bytes: number;
+  /** The content's sha256 (hex), when it was checked. */
+  sha256?: string;
+}
+
+/**
+ * Downloads into a stream (`bits download -o -`): bytes are written in
+ * order and cannot be taken back, so there is no job, no resume and one
+ * connection; a failure, an abort or a changed source mid-way rejects with a
+ * BitsError and what was written stays written. The 'complete' event comes
+ * before `to` has flushed: wait for its drain if that matters.
+ */
+export async function downloadToStream(opts: StreamDownloadOptions): Promise<StreamResult> {
+  const { downloadFile } = await import('../client/download.js');
+  const transport = transportFor(opts.prepared?.settings ?? opts.transport ?? {}, opts);
+  const s = jobSignal(opts.signal);
+  try {
+    const r = await downloadFile({
+      url: opts.url,
+      output: '-',
+      stdout: opts.to,
+      ...(opts.ranges !== undefined ? { ranges: opts.ranges } : {}),
+      segments: 1,
+      mirrors: opts.mirrors ?? [],
+      ...(opts.sha256 !== undefined ? { sha256: opts.sha256 } : {}),
+      ...(opts.fragmentSize !== undefined ? { fragmentSize: opts.fragmentSize } : {}),
+      noProgressTimeoutMs: opts.noProgressTimeoutMs ?? DEFAULT_NO_PROGRESS_TIMEOUT_MS,
+      transport,
+      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+      ...(s.signal ? { signal: s.signal } : {}),
+    });
+    return { bytes: r.bytes, ...(r.sha256 ? { sha256: r.sha256 } : {}) };
+  } finally {
+    s.dispose();
+  }
+}

@@ -4,9 +4,11 @@
  * the agent (detached) when none runs. The agent itself is `bits agent`
  * (src/cli/commands/agent.ts, scheduler src/jobs/agent.ts).
  */
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
-import type { BackgroundPriority, Job, JobNotify, JobStore } from '../store/index.js';
+import type { JobStore } from '../store/index.js';
+import type { BackgroundPriority, Job, JobNotify, TransportSettings } from '../api.js';
 import { isoNow, writeJson, type OutputOptions } from './output/final.js';
 
 export const PRIORITIES = ['foreground', 'high', 'normal', 'low'] as const;
@@ -39,18 +41,17 @@ export function backgroundRequest(opts: Record<string, unknown>): BackgroundRequ
   return { priority: (p ?? 'normal') as BackgroundPriority, notify };
 }
 
-/** The API's calls for this store's BITS_HOME (the folder holding jobs.json). */
-async function apiQueue(): Promise<{ queue: typeof import('../api/jobs.js').queue; homeOf: typeof import('../jobs/agent-start.js').homeOf }> {
-  const [{ queue }, { homeOf }] = await Promise.all([import('../api/jobs.js'), import('../jobs/agent-start.js')]);
-  return { queue, homeOf };
+/** The folder holding jobs.json (and the agent's lock and log). */
+export function homeOf(store: JobStore): string {
+  return path.dirname(store.path);
 }
 
-/** Hands a freshly created job to the agent (the API's jobs.queue) and prints its id (stdout) and a line (stderr). */
-export async function queueInBackground(store: JobStore, job: Job, req: BackgroundRequest, out: OutputOptions, backgroundTimeoutMs: number): Promise<Job> {
-  const { queue, homeOf } = await apiQueue();
-  const q = await queue(job.id, { home: homeOf(store), priority: req.priority, ...req.notify, backgroundTimeoutMs });
-  announceQueued(q.job, q.agentPid, out);
-  return q.job;
+export { binScript } from '../api/background.js';
+
+/** Starts the agent when none runs for this store (api jobs.ensureAgent). */
+export async function ensureAgent(store: JobStore): Promise<{ pid: number; started: boolean }> {
+  const { ensureAgent: start } = await import('../api/background.js');
+  return start({ home: homeOf(store) });
 }
 
 export function announceQueued(job: Job, agentPid: number, out: OutputOptions): void {
@@ -62,12 +63,13 @@ export function announceQueued(job: Job, agentPid: number, out: OutputOptions): 
   if (!out.quiet) process.stderr.write(`bits: job ${job.id} queued for the agent (pid ${agentPid}, priority ${job.priority ?? 'normal'}); bits wait ${job.id} shows its progress\n`);
 }
 
-/** queueInBackground with the configured background no-progress timeout; the command's exit code (0). */
-export async function queueBackgroundJob(store: JobStore, job: Job, req: BackgroundRequest, out: OutputOptions): Promise<number> {
+/** A freshly created job handed to the agent with the configured background no-progress timeout, announced; the command's exit code (0). */
+export async function queueBackgroundJob(job: Job, req: BackgroundRequest, out: OutputOptions): Promise<number> {
   const { resolveOption } = await import('./user-config.js');
-  const { BACKGROUND_NO_PROGRESS_MS } = await import('../jobs/agent.js');
-  const timeoutS = await resolveOption(undefined, 'agent.no-progress-timeout', BACKGROUND_NO_PROGRESS_MS / 1000);
-  await queueInBackground(store, job, req, out, timeoutS * 1000);
+  const { queue, DEFAULT_BACKGROUND_TIMEOUT_MS } = await import('../api/background.js');
+  const timeoutS = await resolveOption(undefined, 'agent.no-progress-timeout', DEFAULT_BACKGROUND_TIMEOUT_MS / 1000);
+  const { job: queued, agent } = await queue(job.id, { priority: req.priority, notify: req.notify, backgroundTimeoutMs: timeoutS * 1000 });
+  announceQueued(queued, agent!.pid, out);
   return 0;
 }
 
@@ -77,21 +79,15 @@ export async function queueBackgroundJob(store: JobStore, job: Job, req: Backgro
  * when the job is to run in the foreground (priority foreground drops the
  * job's background priority).
  */
-export async function requeueIfBackground(
-  store: JobStore,
-  job: Job,
-  priority: string | undefined,
-  out: OutputOptions,
-  transport: Partial<import('../store/index.js').TransportSettings>,
-): Promise<boolean> {
+export async function requeueIfBackground(job: Job, priority: string | undefined, out: OutputOptions, transport: TransportSettings): Promise<boolean> {
+  const { queue, dequeue } = await import('../api/background.js');
   if (priority === 'foreground') {
-    if (job.priority !== undefined) await store.update(job.id, { priority: undefined, retryAt: undefined });
+    await dequeue(job.id);
     return false;
   }
   const target = (priority ?? job.priority) as BackgroundPriority | undefined;
   if (target === undefined) return false;
-  const { queue, homeOf } = await apiQueue();
-  const q = await queue(job.id, { home: homeOf(store), priority: target, transport });
-  announceQueued(q.job, q.agentPid, out);
+  const { job: queued, agent } = await queue(job.id, { priority: target, transport });
+  announceQueued(queued, agent!.pid, out);
   return true;
 }

@@ -12,10 +12,10 @@
  * `timeout`) counts once: see onInterrupt in run.ts.
  */
 import { AuthError, CancelledError, InterruptedError, TlsError, formatErrorLine, toBitsError, type BitsError } from '../errors.js';
-import type { Job, JobStore } from '../store/index.js';
+import type { Job } from '../api.js';
 import { isResumable } from '../store/index.js';
-import { cancelNow, run } from '../api/jobs.js';
-import type { PreparedTransport, RunOptions } from '../api/options.js';
+import { cancelNow, get, run } from '../api/jobs.js';
+import type { PreparedTransport } from '../api/options.js';
 import { finalStateFor, outcomeForError } from '../jobs/outcome.js';
 import { createReporter, type Reporter } from './output/reporter.js';
 import { jobResultFields } from './output/final.js';
@@ -106,8 +106,6 @@ export interface ExecuteOptions extends OutputOptions {
   prepared?: PreparedTransport;
   /** Called with the reporter before the transfer starts (e.g. to warn). */
   beforeStart?: (reporter: Reporter) => void;
-  /** The API call that runs the job; default jobs.run (bits resume passes jobs.resume, which stores its typed settings). */
-  start?: (opts: Pick<RunOptions, 'onEvent' | 'signal' | 'prepared'>) => Promise<Job>;
   /** Several files in one command: the one line this job's progress goes to. */
   combined?: CombinedProgress;
 }
@@ -116,7 +114,7 @@ export interface ExecuteOptions extends OutputOptions {
  * Runs one job in the foreground. Throws the BitsError the process should
  * exit with, after printing it.
  */
-export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions): Promise<Job> {
+export async function executeJob(job: Job, out: ExecuteOptions): Promise<Job> {
   const reporter = createReporter({ json: out.json, quiet: out.quiet, stdout: out.stdout, stderr: out.stderr, kind: job.kind, jobId: job.id, session: out.session, ...(out.combined ? { combined: out.combined } : {}) });
   out.beforeStart?.(reporter);
   const intr = jobInterrupt(out.session);
@@ -124,8 +122,7 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
   try {
     // Before the first request and the bars; signals now suspend the job (upload and download asked already).
     if (out.prepared) await out.prepared.askPasswords();
-    const runOpts = { onEvent: reporter.listener, signal: intr.signal, ...(out.prepared ? { prepared: out.prepared } : {}) };
-    const done = await (out.start ? out.start(runOpts) : run(job.id, runOpts));
+    const done = await run(job.id, { onEvent: reporter.listener, signal: intr.signal, ...(out.prepared ? { prepared: out.prepared } : {}) });
     reporter.finish();
     // Normally already printed by the reporter on 'complete'; this covers a client that did not send one.
     printFinal(out, { state: 'complete', ...jobResultFields(done), elapsedMs: Date.now() - started });
@@ -136,7 +133,7 @@ export async function executeJob(store: JobStore, job: Job, out: ExecuteOptions)
     if (e instanceof InterruptedError && intr.first === 'SIGINT' && (await intr.cancelRequested())) {
       e = await cancelNow(job.id, { ...(out.prepared ? { prepared: out.prepared } : {}) });
     }
-    const latest = await store.get(job.id).catch(() => undefined);
+    const latest = await get(job.id).catch(() => undefined);
     printJobOutcome(out, latest ?? job, e);
     throw e;
   } finally {

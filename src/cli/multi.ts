@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LocalFileError, UsageError, toBitsError, ExitCode } from '../errors.js';
-import type { Job, JobStore } from '../store/index.js';
+import type { Job } from '../api.js';
 import type { PreparedTransport } from '../api/options.js';
 import type { BackgroundRequest } from './background.js';
 
@@ -106,15 +106,15 @@ export interface ManyOptions {
 }
 
 /** Runs (or queues) the jobs; the worst exit code. A Ctrl-C stops this job and the rest. */
-export async function runJobs(store: JobStore, jobs: Job[], o: ManyOptions): Promise<number> {
+export async function runJobs(jobs: Job[], o: ManyOptions): Promise<number> {
   if (o.background) {
     const { queueBackgroundJob } = await import('./background.js');
-    for (const j of jobs) await queueBackgroundJob(store, j, o.background, o);
+    for (const j of jobs) await queueBackgroundJob(j, o.background, o);
     return 0;
   }
   const { executeJob } = await import('./foreground.js');
   const { OutputSession } = await import('./output/final.js');
-  const { worstExitCode } = await import('../jobs/outcome.js');
+  const { worstExitCode } = await import('../api/jobs.js');
   const { CombinedProgress } = await import('./output/combined.js');
   const { statusIntervalFromEnv } = await import('./output/reporter.js');
   const combined = jobs.length > 1 && !o.quiet ? new CombinedProgress(jobs, { statusIntervalMs: statusIntervalFromEnv() }) : undefined;
@@ -123,7 +123,7 @@ export async function runJobs(store: JobStore, jobs: Job[], o: ManyOptions): Pro
     for (const [i, j] of jobs.entries()) {
       combined?.beginJob(i);
       try {
-        await executeJob(store, j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared, ...(combined ? { combined } : {}) });
+        await executeJob(j, { json: o.json, quiet: o.quiet, session: new OutputSession(), prepared: o.prepared, ...(combined ? { combined } : {}) });
         combined?.endJob(true);
         codes.push(0);
       } catch (err) {

@@ -66,7 +66,7 @@ Examples:
         const { runningAgent } = await import('../../jobs/agent-lock.js');
         const { openJobStore, isBackground, isTerminal } = await import('../../store/index.js');
         const store = await openJobStore();
-        const { homeOf } = await import('../../jobs/agent-start.js');
+        const { homeOf } = await import('../background.js');
         const live = runningAgent(homeOf(store));
         const jobs = (await store.list()).filter((j) => isBackground(j) && !isTerminal(j.state));
         const count = (s: string) => jobs.filter((j) => j.state === s).length;
@@ -111,7 +111,7 @@ Examples:
       runAction({}, async () => {
         const { serviceFile } = await import('../agent-install.js');
         const platform = typeof opts.platform === 'string' ? opts.platform : process.platform;
-        const f = serviceFile(platform, { node: process.execPath, bin: (await import('../../jobs/agent-start.js')).binScript(), home: process.env.BITS_HOME });
+        const f = serviceFile(platform, { node: process.execPath, bin: (await import('../background.js')).binScript(), home: process.env.BITS_HOME });
         if (opts.write !== true) {
           process.stdout.write(f.content);
           return 0;
@@ -128,14 +128,14 @@ Examples:
 
 async function home(): Promise<string> {
   const { openJobStore } = await import('../../store/index.js');
-  const { homeOf } = await import('../../jobs/agent-start.js');
+  const { homeOf } = await import('../background.js');
   return homeOf(await openJobStore());
 }
 
 async function runAgentCommand(): Promise<number> {
   const fs = await import('node:fs');
   const { openJobStore } = await import('../../store/index.js');
-  const { homeOf } = await import('../../jobs/agent-start.js');
+  const { homeOf } = await import('../background.js');
   const { tryAgentLock, runningAgent, agentLogPath } = await import('../../jobs/agent-lock.js');
   const { runAgent, DEFAULT_CONCURRENCY, DEFAULT_IDLE_EXIT_MS, DEFAULT_RETRY_DELAY_MS } = await import('../../jobs/agent.js');
   const { resolveOption } = await import('../user-config.js');
@@ -188,7 +188,7 @@ async function runAgentCommand(): Promise<number> {
     lock.release();
   }
   if (forCancel) {
-    const { ensureAgent } = await import('../../jobs/agent-start.js');
+    const { ensureAgent } = await import('../background.js');
     log(`started the next agent (pid ${(await ensureAgent(store)).pid})`);
   }
   fs.closeSync(logFd);

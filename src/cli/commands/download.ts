@@ -12,7 +12,7 @@ import { parseInteger, parseSize } from '../parse.js';
 import { parseRangeList } from '../../protocol/content-range.js';
 import { parseUserUrl } from '../../protocol/urls.js';
 import { secretHeaderNote } from '../../store/secrets.js';
-import type { TransferEvent } from '../../client/events.js';
+import type { TransferEvent } from '../../api.js';
 
 const MAX_SEGMENTS = 64;
 
@@ -115,7 +115,6 @@ Examples:
       if (opts.redirects !== undefined && opts.redirects !== 'follow') settings.redirects = opts.redirects as NonNullable<typeof settings.redirects>;
       const { prepareTransport } = await import('../../api/options.js');
       const prepared = prepareTransport(settings, secrets);
-      const transport = prepared.options;
       const outOpts = { json: opts.json === true, quiet: opts.quiet === true, session };
       if (multi) return downloadMany(urls, opts, { segments, mirrors, fragmentSize, noProgressTimeoutMs, prepared, background });
 
@@ -130,10 +129,8 @@ Examples:
       await prepared.askPasswords();
       if (output !== '-') {
         // A persistent job, written before the first request: Ctrl-C, a crash or kill -9 leave it resumable.
-        const { openJobStore } = await import('../../store/index.js');
         const { createDownload } = await import('../../api/transfer.js');
         const { executeJob } = await import('../foreground.js');
-        const store = await openJobStore();
         const job = await createDownload(
           {
             url,
@@ -149,8 +146,8 @@ Examples:
             prepared,
           },
         );
-        if (background) return queueBackgroundJob(store, job, background, outOpts);
-        await executeJob(store, job, {
+        if (background) return queueBackgroundJob(job, background, outOpts);
+        await executeJob(job, {
           ...outOpts,
           prepared,
           beforeStart: (reporter) => {
@@ -163,7 +160,7 @@ Examples:
       }
 
       // -o -: bytes go to stdout in order and cannot be taken back, so there is nothing to resume: no job.
-      const { downloadFile } = await import('../../client/download.js');
+      const { downloadToStream } = await import('../../api/transfer.js');
       const { createReporter } = await import('../output/reporter.js');
       const reporter = createReporter({ ...outOpts, kind: 'download' });
       const interrupt = onInterrupt(undefined, { session });
@@ -171,17 +168,15 @@ Examples:
       const unwatchPipe = watchClosedStdout(outOpts);
       let completed: TransferEvent | undefined;
       try {
-        const result = await downloadFile({
+        const result = await downloadToStream({
           url,
-          output,
-          force: opts.force === true,
+          to: process.stdout,
           ...(ranges !== undefined ? { ranges } : {}),
-          segments: 1,
           mirrors,
           ...(sha256 !== undefined ? { sha256 } : {}),
           ...(fragmentSize !== undefined ? { fragmentSize } : {}),
           noProgressTimeoutMs,
-          transport,
+          prepared,
           // 'complete' only once stdout took every byte: a reader gone at the end is no success either.
           onEvent: (e) => (e.type === 'complete' ? (completed = e) : reporter.listener(e)),
           signal: interrupt.signal,
@@ -195,7 +190,7 @@ Examples:
           bytes: result.bytes,
           totalBytes: result.bytes,
           source: url,
-          destination: result.path,
+          destination: '-',
           ...(result.sha256 ? { sha256: result.sha256 } : {}),
           elapsedMs: Date.now() - started,
         });
@@ -219,9 +214,7 @@ async function downloadMany(
   targets.forEach((t) => checkUrl(t.url, 'URL'));
   const { mkdirSync } = await import('node:fs');
   mkdirSync(targets[0]!.dir, { recursive: true });
-  const { openJobStore } = await import('../../store/index.js');
   const { createDownload } = await import('../../api/transfer.js');
-  const store = await openJobStore();
   const jobs = [];
   for (const t of targets) {
     jobs.push(await createDownload({
@@ -236,7 +229,7 @@ async function downloadMany(
       prepared: c.prepared,
     }));
   }
-  return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared: c.prepared, ...(c.background ? { background: c.background } : {}) });
+  return runJobs(jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared: c.prepared, ...(c.background ? { background: c.background } : {}) });
 }
 
 /**

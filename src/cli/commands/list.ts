@@ -24,7 +24,7 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
     .action((opts: ListOptions) =>
       runAction({ json: opts.json }, async () => {
         // Imported here so that `bits --help` does not load conf.
-        const { list, storePath } = await import('../../api/jobs.js');
+        const { list, storePath, agentPid } = await import('../../api/jobs.js');
         const { formatJobTable, isHiddenByDefault, jobJson, storedJob } = await import('../output/job-format.js');
         const now = Date.now();
         const all = (await list()).map(storedJob);
@@ -32,8 +32,7 @@ Jobs live in jobs.json in $BITS_HOME, else in the bits configuration folder.`,
         const shown = opts.all ? all : all.filter(({ job, alive }) => alive || !isHiddenByDefault(job, now));
         const hidden = all.length - shown.length;
         const { backgroundFields, formatBackgroundTable } = await import('../output/background-format.js');
-        const { runningAgent } = await import('../../jobs/agent-lock.js');
-        const bg = backgroundFields(all, runningAgent((await import('node:path')).dirname(jobsFile))?.pid);
+        const bg = backgroundFields(all, await agentPid());
         if (opts.json) {
           for (const { job, alive } of shown) process.stdout.write(JSON.stringify({ ...jobJson(job, alive), ...bg.get(job.id) }) + '\n');
           process.stdout.write(JSON.stringify({ type: 'summary', count: shown.length, hidden }) + '\n');

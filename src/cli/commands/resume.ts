@@ -6,12 +6,11 @@
  * confirms); downloads from their partial file with If-Range (§3.6.4.2).
  */
 import { Option, type Command } from 'commander';
-import path from 'node:path';
 import { PRIORITIES, requeueIfBackground } from '../background.js';
 import { runAction } from '../run.js';
 import { addTransportOptions, settingsFromFlags } from '../transport-options.js';
 import { UsageError } from '../../errors.js';
-import type { Job, JobStore } from '../../store/index.js';
+import type { Job } from '../../api.js';
 import { secretHeaderNote } from '../../store/secrets.js';
 
 interface Out {
@@ -58,33 +57,28 @@ Examples:
       // Only what was typed overrides the job's settings: commander's defaults ('120', '0', ...) must not.
       const typed = (k: string) => command.getOptionValueSource(k) === 'cli';
       const override = settingsFromFlags(opts, { given: typed });
-      const { openJobStore } = await import('../../store/index.js');
-      const store = await openJobStore();
       const out: Out = { json: opts.json === true, quiet: opts.quiet === true, session };
       if (!opts.all) {
-        const { assertResumable } = await import('../../api/jobs.js');
-        const job = await store.get(jobArg!);
-        assertResumable(job);
-        if (await requeueIfBackground(store, job, opts.priority as string | undefined, out, override.settings)) return;
-        await resumeOne(store, job, out, override);
+        const { resumable } = await import('../../api/jobs.js');
+        const job = await resumable(jobArg!);
+        if (await requeueIfBackground(job, opts.priority as string | undefined, out, override.settings)) return;
+        await resumeOne(job, out, override);
         return;
       }
-      return resumeAll(store, out, override);
+      return resumeAll(out, override);
     }),
   );
 }
 
-/** Runs the job in the foreground through the API's jobs.resume, which stores the typed transport options (later resumes keep them). */
-async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<Job> {
-  const { prepareResume, resume } = await import('../../api/jobs.js');
+/** Applies the typed transport options to the job (stored, so later resumes keep them), then runs it in the foreground. */
+async function resumeOne(job: Job, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<Job> {
+  const { prepareResume } = await import('../../api/jobs.js');
   const { executeJob } = await import('../foreground.js');
   // Built before the job is claimed: a password that cannot be asked for is a usage error, not the job's failure.
-  const prepared = prepareResume(job, override.settings, override.secrets);
-  const typed = Object.keys(override.settings).length > 0;
-  return executeJob(store, job, {
+  const { job: current, prepared } = await prepareResume(job.id, { transport: override.settings, secrets: override.secrets });
+  return executeJob(current, {
     ...out,
     prepared,
-    start: (o) => resume(job.id, { ...o, home: path.dirname(store.path), ...(typed ? { transport: prepared.settings } : {}) }),
     beforeStart: (reporter) => {
       for (const h of override.droppedHeaders) {
         reporter.listener({ type: 'info', message: secretHeaderNote(h, job.id) });
@@ -93,30 +87,18 @@ async function resumeOne(store: JobStore, job: Job, out: Out, override: ReturnTy
   });
 }
 
-async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<number> {
+async function resumeAll(out: Out, override: ReturnType<typeof settingsFromFlags>): Promise<number> {
   const { toBitsError, ExitCode } = await import('../../errors.js');
-  const { resumesByItself } = await import('../../store/index.js');
-  const { assertResumable, list } = await import('../../api/jobs.js');
-  const { formatJobError } = await import('../../jobs/lifecycle.js');
-  const { worstExitCode } = await import('../../jobs/outcome.js');
-  const all = await list({ home: path.dirname(store.path) });
-  const jobs = all.filter((j) => resumesByItself(j, j.runnerAlive));
-  const resumable = (j: Job): boolean => {
-    try {
-      assertResumable(j);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const { list, resumable, get, errorLine, worstExitCode } = await import('../../api/jobs.js');
+  const all = await list();
+  const jobs = await list({ only: 'resumable' });
   // Say what is not resumed and why: a cron log must show the failed job, not hide it.
   const skipped: Array<{ jobId: string; state: string; reason: string }> = [];
   for (const j of all) {
-    const alive = j.runnerAlive;
     const state = j.effectiveState;
-    if (alive) skipped.push({ jobId: j.id, state, reason: `being transferred by pid ${j.runner!.pid} on ${j.runner!.host}` });
+    if (j.runnerAlive) skipped.push({ jobId: j.id, state, reason: `being transferred by pid ${j.runner!.pid} on ${j.runner!.host}` });
     else if (state === 'error') {
-      skipped.push({ jobId: j.id, state, reason: `failed${j.lastError ? ` (${formatJobError(j.lastError)})` : ''}; once the cause is fixed: bits resume ${j.id}, or remove it: bits cancel ${j.id}` });
+      skipped.push({ jobId: j.id, state, reason: `failed${j.lastError ? ` (${errorLine(j.lastError)})` : ''}; once the cause is fixed: bits resume ${j.id}, or remove it: bits cancel ${j.id}` });
     }
   }
   for (const s of skipped) {
@@ -128,20 +110,20 @@ async function resumeAll(store: JobStore, out: Out, override: ReturnType<typeof 
   if (jobs.length === 0 && !out.quiet && !out.json) process.stderr.write('bits: no resumable jobs\n');
   for (const candidate of jobs) {
     // Re-read: a job may have been resumed or cancelled by someone else since the list was taken.
-    const job = await store.get(candidate.id).catch(() => undefined);
-    if (!job || !resumable(job)) continue;
-    if (await requeueIfBackground(store, job, undefined, out, override.settings)) {
+    const job = await resumable(candidate.id).catch(() => undefined);
+    if (!job) continue;
+    if (await requeueIfBackground(job, undefined, out, override.settings)) {
       results.push({ jobId: job.id, state: 'queued', exitCode: 0 });
       continue;
     }
     try {
-      const done = await resumeOne(store, job, out, override);
+      const done = await resumeOne(job, out, override);
       codes.push(0);
       results.push({ jobId: done.id, state: done.state, exitCode: 0 });
     } catch (err) {
       const e = toBitsError(err);
       codes.push(e.exitCode);
-      const latest = await store.get(job.id).catch(() => job);
+      const latest = await get(job.id).catch(() => job);
       results.push({ jobId: job.id, state: latest.state, exitCode: e.exitCode });
       // Ctrl-C means stop everything, not just this job.
       if (e.exitCode === ExitCode.INTERRUPTED || e.exitCode === ExitCode.CANCELLED) break;

@@ -13,7 +13,7 @@ import { UsageError } from '../../errors.js';
 import { parseDurationSeconds, parseInteger, parseSize } from '../parse.js';
 import type { DirectoryConfig, DurabilityConfig, NotificationType, ServeOptions as ApiServeOptions, ServerConfigFile, ServerLimits } from '../../api/serve.js';
 
-/** What the command hands to the API's serve(): every setting resolved, the root included. */
+/** What serveOptionsFrom settles: where to listen is always decided by then. */
 type ServeOptions = ApiServeOptions & { root: string; host: string; port: number };
 
 interface ServeFlags {
@@ -134,9 +134,9 @@ export function register(program: Command): void {
 }
 
 async function loadConfigFile(file: string): Promise<ServerConfigFile> {
-  const { readServeConfig } = await import('../../api/serve.js');
+  const { loadServeConfig } = await import('../../api/serve.js');
   try {
-    return await readServeConfig(file);
+    return await loadServeConfig(file);
   } catch (err) {
     // The loader's messages are already one line naming the file and key.
     throw new UsageError(`--config: ${(err as Error).message}`);
@@ -281,10 +281,10 @@ async function serve(flags: ServeFlags, cmd: Command): Promise<number> {
   const opts = await serveOptionsFrom(flags, given);
   if (!flags.quiet) opts.log = (line) => process.stderr.write(`${line}\n`);
 
-  const { serve: startServe } = await import('../../api/serve.js');
-  let server: Awaited<ReturnType<typeof startServe>>;
+  const { serve: startServing } = await import('../../api/serve.js');
+  let server: Awaited<ReturnType<typeof startServing>>;
   try {
-    server = await startServe(opts);
+    server = await startServing(opts);
   } catch (err) {
     throw listenError(err, opts);
   }

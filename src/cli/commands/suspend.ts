@@ -2,11 +2,13 @@
  * `bits suspend JOB`: stops a job until `bits resume`. A background job the
  * agent runs is stopped by the agent (it reads the request from the store at
  * its next tick); a queued one is suspended at once; a foreground run in
- * another process is sent SIGTERM, which suspends it there: the API's
- * jobs.suspend (src/api/jobs.ts), with a line for the terminal.
+ * another process is sent SIGTERM, which suspends it there.
  */
 import type { Command } from 'commander';
 import { runAction } from '../run.js';
+
+/** Bound on waiting for the runner to record the suspension. */
+const SUSPEND_WAIT_MS = 20_000;
 
 export function register(program: Command): void {
   program
@@ -16,9 +18,12 @@ export function register(program: Command): void {
     .action((jobArg: string) =>
       runAction({}, async () => {
         const { suspend } = await import('../../api/jobs.js');
-        const job = await suspend(jobArg);
-        const what = job.state === 'error' ? 'stays failed' : job.state;
-        process.stderr.write(`bits: job ${job.id} ${what}; continue it with: bits resume ${job.id}\n`);
+        const { job, stoppedPid } = await suspend(jobArg, { timeoutMs: SUSPEND_WAIT_MS });
+        if (stoppedPid === undefined) {
+          process.stderr.write(`bits: job ${job.id} ${job.state === 'error' ? 'stays failed' : 'suspended'}; continue it with: bits resume ${job.id}\n`);
+          return 0;
+        }
+        process.stderr.write(`bits: job ${job.id} ${job.state}; continue it with: bits resume ${job.id}\n`);
         return 0;
       }),
     );

@@ -86,21 +86,18 @@ Examples:
       const { prepareTransport } = await import('../../api/options.js');
       const prepared = prepareTransport(settings, secrets);
       const { createUpload } = await import('../../api/transfer.js');
-      const { openJobStore } = await import('../../store/index.js');
       if (targets) {
         if (replyFile !== undefined) throw new UsageError('--reply and --reply-file take one file; upload several without them');
         for (const t of targets) await checkReadableFile(t.file);
         const { runJobs } = await import('../multi.js');
-        const store = await openJobStore();
         const jobs = [];
         for (const t of targets) jobs.push(await createUpload({ file: t.file, url: t.url, fragmentSize, noProgressTimeoutMs, prepared }));
-        return runJobs(store, jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared, ...(background ? { background } : {}) });
+        return runJobs(jobs, { json: opts.json === true, quiet: opts.quiet === true, prepared, ...(background ? { background } : {}) });
       }
       await checkReadableFile(file);
       await prepared.askPasswords();
 
       const { executeJob } = await import('../foreground.js');
-      const store = await openJobStore();
       const job = await createUpload({
         file,
         url: dest.href,
@@ -110,8 +107,8 @@ Examples:
         ...(opts.methodOverride === true ? { methodOverride: true } : {}),
         prepared,
       });
-      if (background) return queueBackgroundJob(store, job, background, { json: opts.json === true, quiet: opts.quiet === true });
-      await executeJob(store, job, {
+      if (background) return queueBackgroundJob(job, background, { json: opts.json === true, quiet: opts.quiet === true });
+      await executeJob(job, {
         json: opts.json === true,
         quiet: opts.quiet === true,
         session,

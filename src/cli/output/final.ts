@@ -21,6 +21,8 @@ function redactDeep<T>(v: T): T {
 }
 
 export type { FinalState } from '../../jobs/outcome.js';
+/** The outcome a stored job's state is printed as. */
+export { finalStateFor } from '../../jobs/outcome.js';
 import type { FinalState } from '../../jobs/outcome.js';
 
 export interface OutputOptions {
