@@ -101,7 +101,13 @@ describe('jobs.suspend / resumable / prepareResume / queue / dequeue / waitAll',
     const child = startBits(['upload', '--json', '--fragment-size', '64K', '--limit-rate', '300K', src, `${server.url}/up/susp.bin`], { env: { BITS_HOME: home } });
     await child.waitFor(/"type":"progress"/, 'stdout', 20_000);
     const id = (JSON.parse(child.stdout.split('\n').find((l) => l.includes('"type":"start"'))!) as { jobId: string }).jobId;
-    const running = await jobs.get(id, { home });
+    // Uploads checkpoint about once a second: wait for one, so the resume below has an offset to start at.
+    let running = await jobs.get(id, { home });
+    for (let i = 0; i < 200 && running.bytesDone === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      running = await jobs.get(id, { home });
+    }
+    expect(running.bytesDone).toBeGreaterThan(0);
     expect(running.runnerAlive).toBe(true);
     // Another process runs it: resume refuses, and says why.
     await expect(jobs.resumable(id, { home })).rejects.toBeInstanceOf(UsageError);
