@@ -70,13 +70,14 @@ export async function resumable(id: string, opts: StoreOptions = {}): Promise<Jo
  * those overrides for later resumes. Throws UsageError before any change when
  * it refuses or a needed password cannot be had.
  */
-export async function prepareResume(id: string, opts: Pick<RunOptions, 'home' | 'transport' | 'secrets'> = {}): Promise<{ job: JobInfo; prepared: PreparedTransport }> {
+export async function prepareResume(id: string, opts: Pick<RunOptions, 'home' | 'transport' | 'secrets' | 'prepared'> = {}): Promise<{ job: JobInfo; prepared: PreparedTransport }> {
   const store = await storeFor(opts);
   let job: Job = await resumable(id, opts);
   const override = opts.transport ?? {};
   const settings = overrideTransportSettings(settingsOf(job), override);
   // Built before the record changes: a password that cannot be had is a usage error, not the job's failure.
-  const prepared = prepareTransport(settings, opts.secrets);
+  // A caller's own prepared transport is the one that runs: no second one is built (nor its passwords sought).
+  const prepared = opts.prepared ?? prepareTransport(settings, opts.secrets);
   if (Object.keys(override).length > 0) {
     job = await store.update(job.id, { transport: settings, ...(settings.credentialSource ? { credentialSource: { ...settings.credentialSource } } : {}) });
   }
@@ -116,7 +117,7 @@ export async function get(id: string, opts: StoreOptions = {}): Promise<JobInfo>
  */
 export async function resume(id: string, opts: RunOptions = {}): Promise<Job> {
   const { job, prepared } = await prepareResume(id, opts);
-  return runStored(await storeFor(opts), job.id, opts.prepared ? opts.prepared.options : prepared.options, opts);
+  return runStored(await storeFor(opts), job.id, prepared.options, opts);
 }
 
 /**
