@@ -47,6 +47,9 @@ import {
 } from './proxy.js';
 import { RateLimiter, ThrottleTransform } from './throttle.js';
 import { describeTlsError, refusalHint, tlsConnectOptions, warnInsecureOnce, type TlsSettings } from './tls.js';
+import { BulkDeclined, BulkPool, type BulkResponse } from './bulk-get.js';
+import { readBatches } from './read-ahead.js';
+import { waitInLine } from './queue-wait.js';
 
 export const USER_AGENT = `bits/${VERSION} (+MC-BUP; Node.js)`;
 
@@ -123,6 +126,12 @@ export interface HttpRequest {
    */
   body?: RequestBody | (() => RequestBody);
   signal?: AbortSignal;
+  /**
+   * A GET whose body is the download data: it may go through the bulk reader
+   * (bulk-get.ts) when nothing about the connection needs undici. Read such a
+   * body with `bodyBatches(res)`.
+   */
+  bulk?: boolean;
 }
 
 export interface HttpResponse {
@@ -143,6 +152,16 @@ export interface HttpResponse {
   clientCertificateRequested?: boolean;
   /** The URL that answered: the request's, or where its redirects led. */
   url?: URL;
+  /**
+   * The body in batches: every chunk that arrived while the consumer was busy, as
+   * one array (read-ahead.ts). Use bodyBatches(res), which falls back to `body`.
+   */
+  batches?(): AsyncIterable<Buffer[]>;
+}
+
+/** The body's batches, from any Transport's response. */
+export function bodyBatches(res: HttpResponse): AsyncIterable<Buffer[]> {
+  return res.batches ? res.batches() : readBatches(res.body);
 }
 
 /**
@@ -203,22 +222,7 @@ class OriginPool {
       client = this.create();
       this.clients.push(client);
     }
-    if (!client) {
-      signal?.throwIfAborted();
-      client = await new Promise<Client>((resolve, reject) => {
-        const w = (c: Client) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(c);
-        };
-        const onAbort = () => {
-          const i = this.waiters.indexOf(w);
-          if (i >= 0) this.waiters.splice(i, 1);
-          reject(signal!.reason);
-        };
-        signal?.addEventListener('abort', onAbort, { once: true });
-        this.waiters.push(w);
-      });
-    }
+    if (!client) client = await waitInLine(this.waiters, signal);
     let released = false;
     const c = client;
     return {
@@ -275,6 +279,10 @@ export class HttpTransport implements Transport {
   private readonly extra: TransportOptions;
   /** Where server credentials may go (see TransportOptions.credentialOrigins); filled by the first request if not given. */
   private readonly credentialOrigins = new Set<string>();
+  /** The bulk reader's connections, by origin (see bulkPoolFor). */
+  private readonly bulkPools = new Map<string, BulkPool>();
+  /** Origins whose data answers the bulk reader declined for good (a 401, chunked bodies). */
+  private readonly bulkOff = new Set<string>();
   private closed = false;
 
   constructor(options: TransportOptions = {}) {
@@ -444,6 +452,18 @@ export class HttpTransport implements Transport {
   }
 
   private async requestOnce(req: HttpRequest): Promise<HttpResponse> {
+    if (req.bulk && req.method === 'GET' && req.body === undefined) {
+      const pool = this.bulkPoolFor(req.url);
+      if (pool) {
+        try {
+          return this.wrapBulk(await pool.get(req.url.pathname + req.url.search, this.requestHeaders(req), req.signal), req);
+        } catch (err) {
+          if (!(err instanceof BulkDeclined)) throw mapTransportError(err, req.url, req.signal?.reason);
+          if (err.sticky) this.bulkOff.add(req.url.origin);
+          // Sent again the general way, which knows authentication and every body framing.
+        }
+      }
+    }
     for (let attempt = 0; ; attempt++) {
       const lease = await this.poolFor(req.url).acquire(req.signal);
       try {
@@ -489,17 +509,8 @@ export class HttpTransport implements Transport {
     const route = lease.route;
     const forward = route.kind === 'forward' ? route : undefined;
     const proxyProgress: ProxyAuthProgress | undefined = forward ? startProxyAuth(forward.auth) : undefined;
-    const given = lowerKeys(this.options.headers);
-    const secret = Object.keys(given).filter(isCredentialHeader);
-    if (secret.length > 0 && !this.trusts(req.url)) for (const k of secret) delete given[k];
     for (let round = 0; round < 10; round++) {
-      const headers: Record<string, string> = {
-        'user-agent': this.options.userAgent,
-        // Compressed bytes cannot be resumed by range nor checked against the length: ask for none.
-        'accept-encoding': 'identity',
-        ...given,
-        ...lowerKeys(req.headers ?? {}),
-      };
+      const headers = this.requestHeaders(req);
       if (session) headers['authorization'] = session.authorization(info);
       if (forward) {
         headers['host'] = req.url.host;
@@ -597,6 +608,102 @@ export class HttpTransport implements Transport {
       finish();
     }
     throw new AuthError({ httpStatus: 401, request: req.method, url: `${req.url.origin}${req.url.pathname}` }, `${where}: authentication did not complete`);
+  }
+
+  /** The header fields every request carries, then the request's own (no authentication). */
+  private requestHeaders(req: HttpRequest): Record<string, string> {
+    const given = lowerKeys(this.options.headers);
+    const secret = Object.keys(given).filter(isCredentialHeader);
+    if (secret.length > 0 && !this.trusts(req.url)) for (const k of secret) delete given[k];
+    return {
+      'user-agent': this.options.userAgent,
+      // Compressed bytes cannot be resumed by range nor checked against the length: ask for none.
+      'accept-encoding': 'identity',
+      ...given,
+      ...lowerKeys(req.headers ?? {}),
+    };
+  }
+
+  /**
+   * The bulk reader's pool for `url`, when nothing about the connection needs
+   * undici: no proxy (tunnels, absolute form, proxy authentication), no server
+   * credentials (NTLM and Negotiate bind a connection; Basic and Digest answer a
+   * 401 there), no client certificate (its refusal hints come from undici's
+   * connection), no --limit-rate (the throttle paces undici's body stream).
+   */
+  private bulkPoolFor(url: URL): BulkPool | undefined {
+    const origin = url.origin;
+    let pool = this.bulkPools.get(origin);
+    if (pool) return this.bulkOff.has(origin) || this.originAuth.has(origin) ? undefined : pool;
+    if (this.closed || this.bulkOff.has(origin) || this.originAuth.has(origin) || this.tunnelOrigins.has(origin)) return undefined;
+    if (this.limiter || this.credentials || this.extra.tls?.cert) return undefined;
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+    if (resolveProxy(url, { proxy: this.extra.proxy, noProxy: this.extra.noProxy, env: this.extra.env })) return undefined;
+    pool = new BulkPool(url, Math.max(1, this.options.connections), {
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      responseTimeoutMs: this.options.responseTimeoutMs,
+      tls: tlsConnectOptions(this.extra.tls),
+    });
+    this.bulkPools.set(origin, pool);
+    return pool;
+  }
+
+  /** A bulk answer as an HttpResponse: the same headers, hints and error mapping as the undici path. */
+  private wrapBulk(b: BulkResponse, req: HttpRequest): HttpResponse {
+    const url = req.url;
+    const signal = req.signal;
+    const onAbort = () => b.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const certificateRequested = url.protocol === 'https:' ? serverRequestedCertificate(b.socket) : undefined;
+    const hint = refusalHint(b.status, url, certificateRequested, this.extra.tls);
+    let started = false;
+    async function* batches(): AsyncGenerator<Buffer[]> {
+      if (started) throw new TypeError('the response body was already read');
+      started = true;
+      try {
+        yield* b.batches();
+      } catch (err) {
+        throw mapTransportError(err, url, signal?.reason);
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    }
+    let body: Readable | undefined;
+    const getBody = () =>
+      (body ??= Readable.from(
+        (async function* () {
+          for await (const batch of batches()) yield* batch;
+        })(),
+        { objectMode: false },
+      ));
+    return {
+      status: b.status,
+      headers: b.headers,
+      url,
+      ...(hint ? { hint } : {}),
+      ...(certificateRequested !== undefined ? { clientCertificateRequested: certificateRequested } : {}),
+      get body() {
+        return getBody();
+      },
+      batches,
+      discard: async () => {
+        signal?.removeEventListener('abort', onAbort);
+        if (body) body.destroy();
+        else if (!started) await b.discard();
+      },
+      text: async (maxBytes = 1024 * 1024) => {
+        const chunks: Buffer[] = [];
+        let n = 0;
+        for await (const batch of batches()) {
+          for (const c of batch) {
+            n += c.length;
+            if (n > maxBytes) return Buffer.concat(chunks).toString('utf8');
+            chunks.push(c);
+          }
+        }
+        return Buffer.concat(chunks).toString('utf8');
+      },
+    };
   }
 
   private userLabel(): string {
@@ -747,6 +854,7 @@ export class HttpTransport implements Transport {
       get body() {
         return getBody();
       },
+      batches: () => readBatches(getBody()),
       discard: async () => {
         if (out) {
           out.destroy();
@@ -773,12 +881,16 @@ export class HttpTransport implements Transport {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const p of this.bulkPools.values()) p.close();
+    this.bulkPools.clear();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
     this.pools.clear();
   }
 
   async destroy(): Promise<void> {
     this.closed = true;
+    for (const p of this.bulkPools.values()) p.close();
+    this.bulkPools.clear();
     await Promise.all([...this.pools.values()].map((p) => p.destroy()));
     this.pools.clear();
   }

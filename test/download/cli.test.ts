@@ -55,6 +55,24 @@ describe('bits download (CLI)', () => {
     expect(await sha256(o)).toBe(srcSha);
   });
 
+  it("range bodies go through bits' own HTTP/1.1 reader; a server that chunks its 206 answers is read through undici instead", async () => {
+    const odd = await startOddServer({ file: src, chunkedRanges: true });
+    try {
+      const o = path.join(dir, 'chunked.bin');
+      const r = await bits(['download', `${odd.url}/c.bin`, '-o', o, '--segments', '2', '--quiet']);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(await sha256(o)).toBe(srcSha);
+      // The reader declined the first chunked answers (one per segment at most) and undici asked again.
+      const ranges = odd.requests.filter((q) => q.method === 'GET' && q.range).map((q) => q.range!);
+      const repeated = ranges.length - new Set(ranges).size;
+      expect(repeated).toBeGreaterThanOrEqual(1);
+      expect(repeated).toBeLessThanOrEqual(2);
+    } finally {
+      await odd.close();
+    }
+  });
+
   it('refuses to overwrite an existing output without --force: exit 3, file untouched', async () => {
     const o = path.join(dir, 'exists.bin');
     await fsp.writeFile(o, 'precious');

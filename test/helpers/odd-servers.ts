@@ -47,6 +47,8 @@ export interface OddServerOptions {
   /** Every request after this many body bytes answers 503 (a mirror going down). */
   failAfterBytes?: number;
   contentDisposition?: string;
+  /** 206 answers are chunked (no Content-Length) while HEAD and 200 state the length. */
+  chunkedRanges?: boolean;
   /** Close the connection after each response (`Connection: close`, like HTTP/1.0 servers). */
   connectionClose?: boolean;
   /** Bytes per write (default 64 KiB); small values make cuts land mid-stream. */
@@ -168,7 +170,7 @@ export async function startOddServer(opts: OddServerOptions): Promise<OddServer>
       body.push(Buffer.from(`\r\n--${boundary}--\r\n`));
     }
     const length = body.reduce((n, b) => n + (Buffer.isBuffer(b) ? b.length : b.end - b.start + 1), 0);
-    if (!opts.noLength) headers['content-length'] = length;
+    if (!opts.noLength && !(opts.chunkedRanges && status === 206)) headers['content-length'] = length;
     log.status = status;
     res.writeHead(status, headers);
     if (req.method === 'HEAD' || size === 0) return res.end();

@@ -4,12 +4,12 @@
  * streamed into the rows it fills. Every request and body read carries the
  * attempt's signal, which the no-progress deadline aborts.
  */
-import type { HttpResponse, Transport } from '../../transport/http.js';
+import { bodyBatches, type HttpResponse, type Transport } from '../../transport/http.js';
 import { AuthError, ProtocolError, ServerError, TransportError } from '../../errors.js';
 import { parseRetryAfter } from '../../protocol/failure.js';
 import type { DownloadTable, FragmentRequest, SourceState } from '../../protocol/downloader.js';
 import { ByterangesParser, MultipartError } from '../../protocol/multipart.js';
-import { readAhead, type Sink } from './sinks.js';
+import { readAhead, sliceBatch, type Sink } from './sinks.js';
 
 /** The content changed (§3.6.5.2.4.2: back to STATE_INIT), as one source says. */
 export class ContentChanged extends Error {
@@ -51,7 +51,7 @@ export interface FetchContext {
 /** One GET for FRAGMENT_RANGES; returns the bytes it added to DATA_BUFFER. */
 export async function fetchFragment(ctx: FetchContext, req: FragmentRequest): Promise<number> {
   const url = new URL(req.source.url);
-  const res = await ctx.transport.request({ method: 'GET', url, headers: req.headers, signal: ctx.signal });
+  const res = await ctx.transport.request({ method: 'GET', url, headers: req.headers, signal: ctx.signal, bulk: true });
   const answer = ctx.table.judge(req, res.status, res.headers, ctx.dataLength);
   ctx.flushWarnings();
   switch (answer.kind) {
@@ -78,11 +78,11 @@ export async function fetchFragment(ctx: FetchContext, req: FragmentRequest): Pr
   }
 }
 
-/** Writes URL bytes [offset, offset+data.length) into every row they extend; returns the bytes added. */
-async function place(ctx: FetchContext, rows: readonly number[], offset: number, data: Buffer): Promise<number> {
+/** Writes URL bytes [offset, offset+length) — the chunks of `batch` — into every row they extend; returns the bytes added. */
+async function place(ctx: FetchContext, rows: readonly number[], offset: number, batch: readonly Buffer[], length: number): Promise<number> {
   let added = 0;
-  for (const p of ctx.table.placements(rows, offset, data.length)) {
-    if (!(await ctx.sink.write(data.subarray(p.from, p.from + p.length), p.at))) continue;
+  for (const p of ctx.table.placements(rows, offset, length)) {
+    if (!(await ctx.sink.write(sliceBatch(batch, p.from, p.length), p.at))) continue;
     ctx.table.advance(p);
     added += p.length;
   }
@@ -96,10 +96,12 @@ async function consume(ctx: FetchContext, res: HttpResponse, rows: number[], off
   let added = 0;
   let received = 0;
   try {
-    for await (const chunk of readAhead(res.body)) {
-      received += chunk.length;
-      added += await place(ctx, rows, pos, chunk);
-      pos += chunk.length;
+    for await (const batch of bodyBatches(res)) {
+      let n = 0;
+      for (const c of batch) n += c.length;
+      received += n;
+      added += await place(ctx, rows, pos, batch, n);
+      pos += n;
       if (ctx.table.rowsComplete(rows)) break;
     }
   } finally {
@@ -116,7 +118,7 @@ async function consumeMultipart(ctx: FetchContext, res: HttpResponse, rows: numb
   try {
     for await (const chunk of readAhead(res.body)) {
       for (const ev of parser.feed(chunk)) {
-        if (ev.type === 'data') added += await place(ctx, rows, ev.offset, ev.data);
+        if (ev.type === 'data') added += await place(ctx, rows, ev.offset, [ev.data], ev.data.length);
       }
       if (parser.done) break;
     }

@@ -7,11 +7,11 @@
  */
 import { InterruptedError, ProtocolError, SourceChangedError, toBitsError } from '../../errors.js';
 import type { SourceState } from '../../protocol/downloader.js';
-import type { Transport } from '../../transport/http.js';
+import { bodyBatches, type Transport } from '../../transport/http.js';
 import type { TransferEvent } from '../events.js';
 import type { RetryBudget } from '../retry.js';
 import { statusError } from './fetch.js';
-import { readAhead, type Sink } from './sinks.js';
+import type { Sink } from './sinks.js';
 
 export interface StreamContext {
   transport: Transport;
@@ -31,15 +31,15 @@ export async function streamWhole(ctx: StreamContext): Promise<{ length: number;
   for (;;) {
     let pos = 0;
     try {
-      const res = await ctx.transport.request({ method: 'GET', url, signal: ctx.signal() });
+      const res = await ctx.transport.request({ method: 'GET', url, signal: ctx.signal(), bulk: true });
       if (res.status !== 200) {
         await res.discard();
         throw res.status === 206 ? new ProtocolError('HTTP 206 to a request without Range', { httpStatus: 206 }) : statusError(res, 'GET', url);
       }
       ctx.emit({ type: 'phase', phase: 'transferring' });
-      for await (const chunk of readAhead(res.body)) {
-        if (!(await ctx.sink.write(chunk, pos))) throw new SourceChangedError('cannot restart a stream already written to stdout', 'remote');
-        pos += chunk.length;
+      for await (const batch of bodyBatches(res)) {
+        if (!(await ctx.sink.write(batch, pos))) throw new SourceChangedError('cannot restart a stream already written to stdout', 'remote');
+        for (const c of batch) pos += c.length;
         ctx.budget.progress(pos);
         ctx.emit({ type: 'progress', bytesDone: pos });
       }
