@@ -288,6 +288,30 @@ export async function deleteSessionFromDisk(s: Session, removeMadeDirs = false):
   });
 }
 
+/**
+ * The request folders of the sessions each live UploadServer of this process holds, and
+ * which server holds them. A starting server loads every session under its root and cuts
+ * each request file back to its durable length (loadOne): right for a file nobody writes
+ * since a crash, data loss for one another server is receiving: that server goes on
+ * writing at its own received offset, and the bytes it acknowledged after its last group
+ * commit become a hole of zeros in a file that then completes and is published. So a
+ * session another server of this process holds is not loaded (tests start a second server
+ * on a live root; so does an embedder serving one folder on two addresses). Two
+ * processes on one root are not guarded (README, "Durability of `bits serve`").
+ */
+const heldSessions = new Map<string, object>();
+
+/** `owner` (an UploadServer) holds s: no other server of this process loads it. */
+export function holdSession(s: Session, owner: object): void {
+  heldSessions.set(requestDir(s), owner);
+}
+
+/** `owner` no longer holds s (closed, cancelled, expired, or the server stopped). */
+export function releaseSession(s: Session, owner: object): void {
+  const dir = requestDir(s);
+  if (heldSessions.get(dir) === owner) heldSessions.delete(dir);
+}
+
 function isRecord(v: unknown): v is SessionRecord {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
@@ -367,10 +391,11 @@ async function loadOne(root: string, sessionsDir: string, idDir: string, log: (l
 }
 
 /**
- * Finds every `BITS-Sessions/Requests/{GUID}` under root and loads it. Symlinks
- * are not followed (they could lead outside the root or loop).
+ * Finds every `BITS-Sessions/Requests/{GUID}` under root and loads it, but for those
+ * another server than `owner` holds (holdSession). Symlinks are not followed (they could
+ * lead outside the root or loop).
  */
-export async function loadAllSessions(root: string, log: (l: string) => void, maxDepth = MAX_SESSION_DEPTH): Promise<Session[]> {
+export async function loadAllSessions(root: string, log: (l: string) => void, maxDepth = MAX_SESSION_DEPTH, owner?: object): Promise<Session[]> {
   const out: Session[] = [];
   const walk = async (dir: string, depth: number): Promise<void> => {
     if (depth > maxDepth) return;
@@ -394,8 +419,17 @@ export async function loadAllSessions(root: string, log: (l: string) => void, ma
         }
         for (const id of ids) {
           if (!isGuid(id) || normalizeGuid(id) !== id) continue;
+          const dir = path.join(full, REQUESTS_DIR, id);
+          const holder = heldSessions.get(dir);
+          if (holder !== undefined && holder !== owner) {
+            log(`sessions: ${id}: in use by another server of this process on the same folder; not loaded (it would cut bytes that server acknowledged)`);
+            continue;
+          }
+          // Held from before its file is touched: two servers starting at once do not both take it.
+          if (owner) heldSessions.set(dir, owner);
           const s = await loadOne(root, full, id, log);
           if (s) out.push(s);
+          else if (owner && heldSessions.get(dir) === owner) heldSessions.delete(dir);
         }
         continue;
       }

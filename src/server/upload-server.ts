@@ -53,9 +53,11 @@ import {
   verifySessionDirs,
   exists,
   fsyncDir,
+  holdSession,
   isDirectory,
   loadAllSessions,
   relativeReplyUrl,
+  releaseSession,
   requestFile,
   responseFile,
   saveSession,
@@ -244,9 +246,7 @@ export class UploadServer {
   /** Load persisted sessions, start the session-timeout sweeper. */
   async start(): Promise<void> {
     this.realRoot = await realpath(this.options.root);
-    for (const s of await loadAllSessions(this.realRoot, this.options.log)) {
-      this.sessions.set(s.record.id, s);
-    }
+    for (const s of await loadAllSessions(this.realRoot, this.options.log, undefined, this)) this.adopt(s);
     await this.sweep();
     const interval = this.sweepIntervalMs();
     this.sweeper = setInterval(() => {
@@ -262,7 +262,21 @@ export class UploadServer {
     // acknowledged goes to disk (a graceful stop loses nothing, whatever the durability).
     await Promise.all([...this.sessions.values()].map((s) => s.lock.catch(() => {})));
     await this.files.closeAll(this.sessions.values());
+    // Stopped: a server started on this root from now on takes these sessions over.
+    for (const s of this.sessions.values()) releaseSession(s, this);
     await this.backEnd.close();
+  }
+
+  /** Into the table, and held against other servers of this process on the same folder (sessions.ts holdSession). */
+  private adopt(s: Session): void {
+    this.sessions.set(s.record.id, s);
+    holdSession(s, this);
+  }
+
+  /** Out of the table (closed, cancelled, expired, or its files gone). */
+  private drop(s: Session): void {
+    if (this.sessions.get(s.record.id) === s) this.sessions.delete(s.record.id);
+    releaseSession(s, this);
   }
 
   /** Number of sessions in the table (for tests and status output). */
@@ -299,7 +313,7 @@ export class UploadServer {
 
   private async expire(s: Session): Promise<void> {
     if (this.sessions.get(s.record.id) !== s || !this.isExpired(s)) return;
-    this.sessions.delete(s.record.id);
+    this.drop(s);
     this.options.log(`session ${s.record.id} expired (${s.record.urlPath})`);
     await this.files.end(s);
     await deleteSessionFromDisk(s, true).catch((err) => this.options.log(`session ${s.record.id}: ${(err as Error).message}`));
@@ -476,13 +490,16 @@ export class UploadServer {
       root: this.realRoot,
     };
     // It removes whatever it made when it fails (ENAMETOOLONG deep down leaves no folders).
+    // Held before its folder exists: a server starting on this root meanwhile must not load it.
+    holdSession(session, this);
     try {
       await createSessionOnDisk(session);
     } catch (err) {
+      releaseSession(session, this);
       if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') fail(400, HRESULT.E_INVALIDARG);
       throw err;
     }
-    this.sessions.set(id, session);
+    this.adopt(session);
     const headers: Record<string, string> = {
       [H.Protocol]: PROTOCOL_GUID,
       // §2.2.3.1 / §6 note 7: identity only.
@@ -625,7 +642,7 @@ export class UploadServer {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // The request entity was deleted under us: the session is gone (§3.2.5.2.7 treats it likewise).
-        this.sessions.delete(s.record.id);
+        this.drop(s);
         await this.files.end(s);
         await deleteSessionFromDisk(s).catch(() => {});
         fail(500, HRESULT.BG_E_SESSION_NOT_FOUND);
@@ -741,7 +758,7 @@ export class UploadServer {
     const src = requestFile(s);
     if (!(await exists(src))) {
       // §3.2.5.2.7: the request entity was deleted.
-      this.sessions.delete(rec.id);
+      this.drop(s);
       await this.files.end(s);
       await deleteSessionFromDisk(s).catch(() => {});
       throw new BitsReply({ status: 404, headers: ackHeaders(rec.id), body: '' });
@@ -785,7 +802,7 @@ export class UploadServer {
       });
       await fsyncDir(path.dirname(dest));
     }
-    this.sessions.delete(rec.id);
+    this.drop(s);
     this.rememberClosed(rec.id, rec.urlPath);
     // §3.2.5.2.7: the request entity, the response entity and the state data go.
     await deleteSessionFromDisk(s).catch(() => {});
@@ -794,7 +811,7 @@ export class UploadServer {
 
   private async cancelSession(s: Session): Promise<Http1Response> {
     if (this.sessions.get(s.record.id) === s) {
-      this.sessions.delete(s.record.id);
+      this.drop(s);
       this.rememberClosed(s.record.id, s.record.urlPath);
       await this.files.end(s);
       await deleteSessionFromDisk(s, true);

@@ -67,3 +67,43 @@ export async function sha256File(path: string): Promise<string> {
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
+
+/**
+ * How `actual` differs from `expected`, for a failure message: both sizes, the first
+ * differing offset, how long the run of differing bytes there is (up to 1 MiB looked at)
+ * and whether the arrived bytes in it are all zeros (a hole: bytes written past a cut
+ * end, or never written). Undefined when the files are identical.
+ */
+export async function describeFileDifference(actual: string, expected: string): Promise<string | undefined> {
+  let a: Buffer;
+  try {
+    a = await fsp.readFile(actual);
+  } catch (err) {
+    return `${actual}: ${(err as Error).message}`;
+  }
+  const e = await fsp.readFile(expected);
+  const common = Math.min(a.length, e.length);
+  let first = -1;
+  for (let i = 0; i < common; i++) {
+    if (a[i] !== e[i]) {
+      first = i;
+      break;
+    }
+  }
+  if (first < 0 && a.length === e.length) return undefined;
+  const sizes = `arrived ${a.length} bytes, source ${e.length}`;
+  if (first < 0) return `${sizes}; the first ${common} bytes are identical`;
+  let end = first;
+  const limit = Math.min(common, first + 1024 * 1024);
+  while (end < limit && a[end] !== e[end]) end++;
+  const run = a.subarray(first, end);
+  const zeros = run.every((b) => b === 0);
+  // The differing run may be followed by more: count the differing bytes overall too.
+  let differing = 0;
+  for (let i = 0; i < common; i++) if (a[i] !== e[i]) differing++;
+  return (
+    `${sizes}; first difference at offset ${first} (0x${first.toString(16)}), ` +
+    `a run of ${end - first}${end === limit && limit < common ? '+' : ''} differing bytes${zeros ? ' that arrived as zeros' : ''}, ` +
+    `${differing} differing bytes in all in the common ${common}`
+  );
+}

@@ -20,7 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { createProxy } from 'proxy';
 import { startServer, type RunningServer } from '../../src/server/index.js';
 import { runBits, startBits, type RunningBits } from '../helpers/cli.js';
-import { makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
+import { describeFileDifference, makeRandomFile, makeTempDir, sha256File } from '../helpers/files.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { ensureFreshBuild, jsonLines, listJobs, serverSessions, type JobJson } from './helpers.js';
 
@@ -38,6 +38,8 @@ const cancelStatus = new Map<string, number>();
 let proxyServer: http.Server;
 let proxyUrl: string;
 let n = 0;
+/** The shared server's log, kept for failure messages (bounded). */
+const serverLog: string[] = [];
 
 beforeAll(async () => {
   await ensureFreshBuild();
@@ -47,7 +49,14 @@ beforeAll(async () => {
   src = path.join(tmp.dir, 'source.bin');
   await makeRandomFile(src, SIZE);
   srcSha = await sha256File(src);
-  server = await startServer({ root, port: 0 });
+  server = await startServer({
+    root,
+    port: 0,
+    log: (line) => {
+      serverLog.push(`${new Date().toISOString()} ${line}`);
+      if (serverLog.length > 5000) serverLog.splice(0, 1000);
+    },
+  });
   const u = new URL(server.url);
   faulty = await startFaultProxy({
     target: { host: u.hostname, port: Number(u.port) },
@@ -89,12 +98,12 @@ async function waitJobId(run: RunningBits): Promise<string> {
 }
 
 /** An upload through `base`, killed -9 mid-transfer: a suspended job with a session on the server. */
-async function killedUpload(env: Record<string, string>, base: string, folder: string): Promise<string> {
+async function killedUpload(env: Record<string, string>, base: string, folder: string): Promise<{ id: string; run: RunningBits }> {
   const run = startBits(['upload', '--json', '--limit-rate', '128K', '--fragment-size', '64K', src, `${base}/${folder}/f.bin`], { env, timeoutMs: 60_000 });
   const id = await waitJobId(run);
   run.child.kill('SIGKILL');
   await run.done;
-  return id;
+  return { id, run };
 }
 
 async function jobOf(home: string, id: string): Promise<JobJson | undefined> {
@@ -102,6 +111,42 @@ async function jobOf(home: string, id: string): Promise<JobJson | undefined> {
 }
 
 const lastJson = (stdout: string) => jsonLines(stdout).at(-1)!;
+
+/**
+ * Checks an uploaded file against the source; when it differs, the failure says how
+ * (sizes, first differing offset), with the job's JSON, what the server still holds for
+ * the folder (session folders, their session.json and request file size) and the
+ * server's log lines for the folder: a wrong sha256 alone tells nothing.
+ */
+async function expectUploaded(t: { home: string; folder: string; dest: string }, id: string, ...runs: Array<{ stdout: string; stderr: string }>): Promise<void> {
+  const diff = await describeFileDifference(t.dest, src);
+  if (diff === undefined) return;
+  const sessions = serverSessions(path.join(root, t.folder)).map((dir) => {
+    const read = (f: string) => {
+      try {
+        return fs.readFileSync(path.join(dir, f), 'utf8');
+      } catch (err) {
+        return `(${(err as Error).message})`;
+      }
+    };
+    const size = (f: string) => {
+      try {
+        return fs.statSync(path.join(dir, f)).size;
+      } catch {
+        return undefined;
+      }
+    };
+    return { dir, sessionJson: read('session.json'), requestFileBytes: size('requestfile.bin') };
+  });
+  const detail = [
+    `${t.dest} differs from the source: ${diff}`,
+    `job: ${JSON.stringify(await jobOf(t.home, id).catch((e: unknown) => String(e)))}`,
+    `server sessions left in ${t.folder}: ${JSON.stringify(sessions, null, 2)}`,
+    ...runs.map((r, i) => `run ${i + 1} stdout:\n${r.stdout}\nrun ${i + 1} stderr:\n${r.stderr}`),
+    `server log for /${t.folder}/:\n${serverLog.filter((l) => l.includes(`/${t.folder}/`) || !/ \/\S+ /.test(l)).join('\n')}`,
+  ].join('\n');
+  expect.fail(detail);
+}
 
 describe.concurrent('a job that failed for good', () => {
   it('a 404 download is state error; resume --all skips it (says so) and exits 0; resume ID retries it; clean --all removes it', async () => {
@@ -114,11 +159,13 @@ describe.concurrent('a job that failed for good', () => {
     const failedId = failed.jobId as string;
     expect(await jobOf(t.home, failedId)).toMatchObject({ state: 'error', running: false });
     // A suspended job beside it, which --all must finish.
-    const upId = await killedUpload(t.env, server.url, t.folder);
+    const killed = await killedUpload(t.env, server.url, t.folder);
+    const upId = killed.id;
 
     const all = await runBits(['resume', '--all'], { env: t.env, timeoutMs: 60_000 });
     expect(all.code, all.stderr).toBe(0);
     expect(all.stderr).toMatch(new RegExp(`^bits: skipped job ${failedId}: failed \\(ServerError: .*404.*\\); once the cause is fixed: bits resume ${failedId}`, 'm'));
+    await expectUploaded(t, upId, killed.run, all);
     expect(await sha256File(t.dest)).toBe(srcSha);
     expect(await jobOf(t.home, upId)).toMatchObject({ state: 'complete' });
     expect(await jobOf(t.home, failedId)).toMatchObject({ state: 'error' });
@@ -181,7 +228,7 @@ describe.concurrent('a server that refuses CANCEL-SESSION', () => {
   it('400: bits cancel keeps the job as failed (exit 5) and says how to remove it; clean --all removes it', async () => {
     const t = fresh('refuse400');
     cancelStatus.set(t.folder, 400);
-    const id = await killedUpload(t.env, `http://127.0.0.1:${faulty.port}`, t.folder);
+    const { id } = await killedUpload(t.env, `http://127.0.0.1:${faulty.port}`, t.folder);
     const c = await runBits(['cancel', id], { env: t.env });
     expect(c.code, c.stderr).toBe(5);
     expect(c.stderr.trim().split('\n')).toHaveLength(1);
@@ -196,7 +243,7 @@ describe.concurrent('a server that refuses CANCEL-SESSION', () => {
   it('500: bits cancel --force removes the job and says the server session may remain', async () => {
     const t = fresh('refuse500');
     cancelStatus.set(t.folder, 500);
-    const id = await killedUpload(t.env, `http://127.0.0.1:${faulty.port}`, t.folder);
+    const { id } = await killedUpload(t.env, `http://127.0.0.1:${faulty.port}`, t.folder);
     const c = await runBits(['cancel', '--force', '--json', id], { env: t.env, timeoutMs: 30_000 });
     expect(c.code, c.stderr).toBe(0);
     expect(c.stderr).toMatch(new RegExp(`^bits: job ${id} cancelled here; the server refused CANCEL-SESSION \\(.*HTTP 500.*\\), so its session may remain on the server$`, 'm'));

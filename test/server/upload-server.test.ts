@@ -81,6 +81,23 @@ class Bits {
   }
 }
 
+/** A FRAGMENT of `length` bytes at `first` whose connection delivers only `part` of its body (and stays open). */
+async function sendFragmentPart(b: Bits, sid: string, first: number, length: number, total: number, part: Buffer): Promise<void> {
+  const head = bitsRequest(b.target, 'Fragment', {
+    'BITS-Session-Id': sid,
+    'Content-Range': `bytes ${first}-${first + length - 1}/${total}`,
+    'Content-Length': length,
+  });
+  // `head` has Content-Length set explicitly and no body: it goes out with just `part`.
+  await b.conn.write(Buffer.concat([head, part]));
+}
+
+/** Polls (bounded: 2 s) until the file has `size` bytes. */
+async function sizeBecomes(file: string, size: number): Promise<void> {
+  for (let i = 0; i < 200 && (await stat(file)).size !== size; i++) await sleep(10);
+  expect((await stat(file)).size).toBe(size);
+}
+
 function expectError(r: RawResponse, status: number, hr: string, ctx = '0x5'): void {
   expect({ status: r.status, error: r.headers['bits-error'], ctx: r.headers['bits-error-context'] }).toEqual({
     status,
@@ -290,20 +307,12 @@ describe('upload server: resync rules', () => {
     const data = randomBytes(200_000);
     expect((await b.fragment(sid, 0, data.subarray(0, 50_000), data.length)).status).toBe(200);
     // Half of the second fragment, then the connection dies.
-    const head = bitsRequest('/u/d.bin', 'Fragment', {
-      'BITS-Session-Id': sid,
-      'Content-Range': `bytes 50000-199999/${data.length}`,
-      'Content-Length': 150_000,
-    });
-    // `head` has Content-Length set explicitly and no body: send it with 70 000 of the 150 000 bytes.
-    await b.conn.write(Buffer.concat([head, data.subarray(50_000, 120_000)]));
+    await sendFragmentPart(b, sid, 50_000, 150_000, data.length, data.subarray(50_000, 120_000));
     const file = path.join(sessionDir(root, 'u', sid), 'requestfile.bin');
-    for (let i = 0; i < 100 && (await stat(file)).size < 120_000; i++) await sleep(10);
-    expect((await stat(file)).size).toBe(120_000);
+    await sizeBecomes(file, 120_000);
     b.conn.destroy();
     // The server cuts the file back to the acknowledged 50 000 bytes.
-    for (let i = 0; i < 100 && (await stat(file)).size !== 50_000; i++) await sleep(10);
-    expect((await stat(file)).size).toBe(50_000);
+    await sizeBecomes(file, 50_000);
     const b2 = await Bits.open(srv, '/u/d.bin');
     const probe = await b2.fragment(sid, 120_000, data.subarray(120_000), data.length);
     expect(probe.status).toBe(416);
@@ -335,6 +344,36 @@ describe('upload server: concurrency', () => {
     expect((await b2.fragment(sid, 300_000, data.subarray(300_000), data.length)).status).toBe(200);
     expect((await b1.close(sid)).status).toBe(200);
     expect(sha(await readFile(path.join(root, 'u', 'cc.bin')))).toBe(sha(data));
+  });
+
+  test('a resume while a killed client\'s fragment is still arriving waits for it; none of the cut-off bytes stay', async () => {
+    // What `kill -9` then `bits resume` can make: the dead client's connection is still delivering (or not yet
+    // closing) a fragment body when the resume sends the same range on a new connection.
+    const root = await tempRoot();
+    const srv = await serve(root);
+    const old = await Bits.open(srv, '/u/k.bin');
+    const sid = await old.session();
+    const data = randomBytes(200_000);
+    expect((await old.fragment(sid, 0, data.subarray(0, 50_000), data.length)).status).toBe(200);
+    // Other bytes than the file's: any of them left in the result would show in its sha256.
+    await sendFragmentPart(old, sid, 50_000, 150_000, data.length, randomBytes(70_000));
+    const file = path.join(sessionDir(root, 'u', sid), 'requestfile.bin');
+    await sizeBecomes(file, 120_000);
+
+    const resumed = await Bits.open(srv, '/u/k.bin');
+    expect((await resumed.send('Ping')).status).toBe(200);
+    let answered = false;
+    const resend = resumed.fragment(sid, 50_000, data.subarray(50_000), data.length).finally(() => (answered = true));
+    await sleep(300);
+    // Serialized per session: it waits for the fragment in progress, and has not touched the file.
+    expect(answered).toBe(false);
+    expect((await stat(file)).size).toBe(120_000);
+    old.conn.destroy();
+    const r = await resend;
+    expect(r.status).toBe(200);
+    expect(r.headers['bits-received-content-range']).toBe(String(data.length));
+    expect((await resumed.close(sid)).status).toBe(200);
+    expect(sha(await readFile(path.join(root, 'u', 'k.bin')))).toBe(sha(data));
   });
 });
 
