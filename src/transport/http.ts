@@ -159,7 +159,11 @@ export interface HttpResponse {
   batches?(): AsyncIterable<Buffer[]>;
 }
 
-/** The body's batches, from any Transport's response. */
+/**
+ * The body's batches, from any Transport's response. A batch's buffers are
+ * valid only until the next batch is asked for (the bulk reader reuses them):
+ * copy what must live longer.
+ */
 export function bodyBatches(res: HttpResponse): AsyncIterable<Buffer[]> {
   return res.batches ? res.batches() : readBatches(res.body);
 }
@@ -672,7 +676,8 @@ export class HttpTransport implements Transport {
     const getBody = () =>
       (body ??= Readable.from(
         (async function* () {
-          for await (const batch of batches()) yield* batch;
+          // Copies: a stream consumer may keep a chunk past the next read.
+          for await (const batch of batches()) for (const c of batch) yield Buffer.from(c);
         })(),
         { objectMode: false },
       ));
@@ -698,7 +703,7 @@ export class HttpTransport implements Transport {
           for (const c of batch) {
             n += c.length;
             if (n > maxBytes) return Buffer.concat(chunks).toString('utf8');
-            chunks.push(c);
+            chunks.push(Buffer.from(c));
           }
         }
         return Buffer.concat(chunks).toString('utf8');

@@ -9,6 +9,13 @@ import type { Readable } from 'node:stream';
 
 /** Buffered bytes per body before the source is paused (the transport's own buffer size). */
 export const READ_AHEAD_BYTES = 2 * 1024 * 1024;
+/**
+ * A batch waits for this many bytes (or the end, or BATCH_WAIT_MS): the disk
+ * then gets ~1 MiB pwritevs straight from the batch, not one per socket read.
+ */
+export const BATCH_MIN_BYTES = 1024 * 1024;
+/** The longest a batch waits for BATCH_MIN_BYTES: a slow body still shows progress (and feeds the no-progress timer) this often. */
+export const BATCH_WAIT_MS = 100;
 
 /**
  * A bounded queue between a push source (socket or stream 'data') and one
@@ -21,12 +28,16 @@ export class BatchQueue {
   private failure: unknown;
   private paused = false;
   private wake: (() => void) | undefined;
+  private readonly min: number;
 
   constructor(
     private readonly pause: () => void,
     private readonly resume: () => void,
     private readonly budget = READ_AHEAD_BYTES,
-  ) {}
+  ) {
+    // Below the pause threshold, or a paused source could never fill a batch.
+    this.min = Math.min(BATCH_MIN_BYTES, budget >> 1);
+  }
 
   push(c: Buffer): void {
     if (c.length === 0) return;
@@ -36,7 +47,8 @@ export class BatchQueue {
       this.paused = true;
       this.pause();
     }
-    this.notify();
+    // The first chunk wakes the consumer too, so that it starts the BATCH_WAIT_MS clock.
+    if (this.queued >= this.min || this.queue.length === 1) this.notify();
   }
 
   end(): void {
@@ -59,24 +71,42 @@ export class BatchQueue {
     w?.();
   }
 
-  /** Everything queued (at least one chunk), or undefined at the end; throws the source's failure. */
+  /**
+   * Everything queued, once that is BATCH_MIN_BYTES, the source ended or failed,
+   * or BATCH_WAIT_MS passed with something queued; undefined at the end. Throws
+   * the source's failure after the bytes that arrived before it.
+   */
   async next(): Promise<Buffer[] | undefined> {
-    for (;;) {
-      if (this.queued > 0) {
-        const out = this.queue;
-        this.queue = [];
-        this.queued = 0;
-        if (this.paused) {
-          this.paused = false;
-          this.resume();
+    let deadline: NodeJS.Timeout | undefined;
+    let late = false;
+    try {
+      for (;;) {
+        if (this.queued > 0 && (this.queued >= this.min || late || this.finished)) return this.take();
+        // Bytes that arrived before a failure are still handed out above: they were received whole.
+        if (this.failure !== undefined) throw this.failure;
+        if (this.ended) return undefined;
+        if (this.queued > 0 && !deadline) {
+          deadline = setTimeout(() => {
+            late = true;
+            this.notify();
+          }, BATCH_WAIT_MS);
         }
-        return out;
+        await new Promise<void>((r) => (this.wake = r));
       }
-      // Bytes that arrived before a failure are still handed out above: they were received whole.
-      if (this.failure !== undefined) throw this.failure;
-      if (this.ended) return undefined;
-      await new Promise<void>((r) => (this.wake = r));
+    } finally {
+      clearTimeout(deadline);
     }
+  }
+
+  private take(): Buffer[] {
+    const out = this.queue;
+    this.queue = [];
+    this.queued = 0;
+    if (this.paused) {
+      this.paused = false;
+      this.resume();
+    }
+    return out;
   }
 }
 

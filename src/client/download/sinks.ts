@@ -16,6 +16,8 @@ export interface Sink {
 
 /** Bytes of one contiguous run gathered before a single pwritev (see FileSink). */
 const WRITE_BATCH = 1024 * 1024;
+/** A write at least this large goes to the file at once, from the caller's buffers. */
+const DIRECT_WRITE = 256 * 1024;
 
 interface Run {
   pos: number;
@@ -24,10 +26,15 @@ interface Run {
 }
 
 /**
- * Writes to the partial file. Socket chunks (~64 KiB each) are gathered per
- * contiguous run (one per segment) and written with one pwritev per WRITE_BATCH:
- * a thread-pool round trip per chunk made the disk path, not the network, the
- * limit.
+ * Writes to the partial file, in pwritevs of about WRITE_BATCH: a thread-pool
+ * round trip per socket chunk made the disk path, not the network, the limit.
+ * Large writes (the transport's batches, bodyBatches) go to the file at once;
+ * small ones (a slow body) are copied and gathered per contiguous run (one per
+ * segment) until a batch is full.
+ *
+ * The sink never keeps a caller's buffer once write() has returned: the bulk
+ * reader (transport/bulk-get.ts) reuses its socket buffers as soon as the
+ * consumer asks for the next batch.
  *
  * Gathered bytes count as written before they reach the disk, so two rules keep
  * a checkpoint honest: every operation runs in order (a sync() waits for a
@@ -42,8 +49,6 @@ export class FileSink implements Sink {
   private readonly runs = new Map<number, Run>();
   private chain: Promise<unknown> = Promise.resolve();
   private failure: unknown;
-  /** The pwritev on its way (see writeRun); never rejects, a failure lands in `failure`. */
-  private inflight: Promise<void> | undefined;
   constructor(readonly fh: FileHandle) {}
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -57,15 +62,18 @@ export class FileSink implements Sink {
 
   write(bufs: readonly Buffer[], pos: number): Promise<boolean> {
     return this.serial(async () => {
-      let run = this.runs.get(pos);
-      if (run) this.runs.delete(pos);
-      else run = { pos, bufs: [], bytes: 0 };
-      for (const b of bufs) {
-        run.bufs.push(b);
-        run.bytes += b.length;
+      let bytes = 0;
+      for (const b of bufs) bytes += b.length;
+      const run = this.runs.get(pos) ?? { pos, bufs: [], bytes: 0 };
+      this.runs.delete(pos);
+      if (bytes >= DIRECT_WRITE || run.bytes + bytes >= WRITE_BATCH) {
+        // What was gathered before it, then the caller's buffers, in one pwritev.
+        await this.writeRun({ pos: run.pos, bufs: [...run.bufs, ...bufs], bytes: run.bytes + bytes });
+      } else {
+        if (bytes > 0) run.bufs.push(bufs.length === 1 ? Buffer.from(bufs[0]!) : Buffer.concat(bufs, bytes));
+        run.bytes += bytes;
+        this.runs.set(run.pos + run.bytes, run);
       }
-      if (run.bytes >= WRITE_BATCH) await this.writeRun(run);
-      else this.runs.set(run.pos + run.bytes, run);
       return true;
     });
   }
@@ -85,33 +93,24 @@ export class FileSink implements Sink {
       await this.serial(() => this.drain());
     } finally {
       await this.chain;
-      await this.inflight;
       await this.fh.close();
     }
   }
 
-  /** Writes every gathered run, and waits for the write still in flight; throws if any failed. */
+  /** Writes every gathered run. */
   private async drain(): Promise<void> {
     const runs = [...this.runs.values()];
     this.runs.clear();
     for (const r of runs) await this.writeRun(r);
-    await this.inflight;
-    if (this.failure !== undefined) throw this.failure;
   }
 
-  /**
-   * Starts the run's pwritev and returns once the previous one has finished:
-   * one write is on its way to the disk while the next batch is gathered (the
-   * stream waited for every pwritev before: ~0.5 s of a 1 GiB download). Runs
-   * never overlap (each byte of the file is placed once per attempt), so two
-   * in flight could not reorder data either; one keeps memory at one batch.
-   */
   private async writeRun(run: Run): Promise<void> {
-    await this.inflight;
-    if (this.failure !== undefined) throw this.failure;
-    this.inflight = writevAll(this.fh, run.bufs, run.pos, run.bytes).catch((err: unknown) => {
-      this.failure ??= err;
-    });
+    try {
+      await writevAll(this.fh, run.bufs, run.pos, run.bytes);
+    } catch (err) {
+      this.failure = err;
+      throw err;
+    }
   }
 }
 
@@ -126,7 +125,8 @@ export class StreamSink implements Sink {
     for (const buf of bufs) {
       this.hash.update(buf);
       this.pos += buf.length;
-      full = !this.stream.write(buf);
+      // A copy: the stream keeps what it has not flushed, and the caller's buffer is reused (see FileSink).
+      full = !this.stream.write(Buffer.from(buf));
     }
     if (full) {
       await new Promise<void>((resolve, reject) => {
