@@ -125,13 +125,13 @@ const CRLFCRLF = Buffer.from('\r\n\r\n');
 /** Unread bytes of an unwanted body we still swallow after the response before giving up (lingering close). */
 const LINGER_MS = 2000;
 /** Request body bytes buffered ahead of the handler before the socket is paused (with few bodies in flight). */
-const BODY_HIGH_WATER_MARK = 1024 * 1024;
+const BODY_HIGH_WATER_MARK = 4 * 1024 * 1024;
 /**
  * What all bodies in flight together may buffer ahead of their handlers: a new body's mark
  * is this divided among the bodies being received (at least BODY_MIN_WATER_MARK), so 200
  * concurrent uploads do not hold 200 MiB. The handler sizes its own batches by the mark.
  */
-const BODY_BUFFER_BUDGET = 4 * 1024 * 1024;
+const BODY_BUFFER_BUDGET = 16 * 1024 * 1024;
 const BODY_MIN_WATER_MARK = 64 * 1024;
 let bodiesInFlight = 0;
 /** How long close() lets in-flight requests finish before it cuts their sockets. */

@@ -133,7 +133,7 @@ const MIN_WRITE_BYTES = 64 * 1024;
 const MAX_FRAGMENT_WAITERS = 4;
 
 /** Bytes gathered from the request body before one pwritev (see appendBody). */
-const WRITE_BATCH = 1024 * 1024;
+const WRITE_BATCH = 4 * 1024 * 1024;
 /**
  * `ack` durability: a fragment's bytes must be on disk before its Ack, and the client cannot
  * send the next fragment before that Ack: with one flush at the end, the network waited for
