@@ -11,9 +11,10 @@
 // (linux-x64 here); macOS and Windows builds are described in the README ("Install").
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, chmodSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { copyFileSync, chmodSync, mkdirSync, writeFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inlineRuntimeRequires } from './lib/esbuild-shared.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const exeName = process.platform === 'win32' ? 'bits.exe' : 'bits';
@@ -41,19 +42,6 @@ main().catch((err) => {
   process.exit(1);
 });
 `;
-
-// createRequire(import.meta.url)('undici') finds undici in node_modules at run time; in the
-// executable there is none: make it a plain require the bundler resolves into the bundle.
-const inlineRuntimeRequires = {
-  name: 'inline-runtime-requires',
-  setup(b) {
-    b.onLoad({ filter: /[\\/]src[\\/].*\.ts$/ }, (args) => {
-      const text = readFileSync(args.path, 'utf8');
-      const contents = text.replace(/createRequire\(import\.meta\.url\)\((['"][^'"]+['"])\)/g, 'require($1)');
-      return { contents, loader: 'ts' };
-    });
-  },
-};
 
 const bundle = path.join(work, 'bits.cjs');
 const result = await build({

@@ -100,6 +100,13 @@ export async function openJobStore(opts: OpenJobStoreOptions = {}): Promise<JobS
 class FileJobStore implements JobStore {
   readonly path: string;
   private readonly lockPath: string;
+  /**
+   * The last text of jobs.json this store validated, or wrote (from validated data and records
+   * `checked` here). Validation is a pure function of the text: the same text again (a read
+   * after our own write, the usual case in a transfer's ~10 reads) needs only JSON.parse.
+   * Any other text — another process's write, a damaged file — is validated in full.
+   */
+  private validText: string | undefined;
 
   constructor(file: string, private readonly lockOpts: LockOptions) {
     this.path = file;
@@ -114,12 +121,17 @@ class FileJobStore implements JobStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw unreadable(this.path, err);
     }
     if (raw === undefined) return { schemaVersion: STORE_SCHEMA_VERSION, jobs: {} };
-    return parseStoreText(raw, this.path);
+    if (raw === this.validText) return JSON.parse(raw) as StoreData;
+    const data = parseStoreText(raw, this.path);
+    this.validText = raw;
+    return data;
   }
 
   private writeData(data: StoreData): void {
+    const text = JSON.stringify(data, null, '\t') + '\n';
     try {
-      writeDurable(this.path, JSON.stringify(data, null, '\t') + '\n');
+      writeDurable(this.path, text);
+      this.validText = text;
     } catch (err) {
       throw new StoreError(`cannot write job store ${this.path} (${errnoSummary(err)})`, this.path, { cause: err });
     }

@@ -45,6 +45,7 @@ test('npm pack builds and ships dist; npm install -g of the tarball warns of no 
 
   const list = spawnSync('tar', ['tzf', path.join(out, tgz!)], { encoding: 'utf8' }).stdout.split('\n');
   expect(list).toContain('package/dist/cli/main.js');
+  expect(list).toContain('package/dist/bundle/bits.mjs'); // what bin/bits runs
   expect(list).toContain('package/LICENSE');
   expect(list.some((f) => f.startsWith('package/src/'))).toBe(false);
   const packed = JSON.parse(spawnSync('tar', ['xzOf', path.join(out, tgz!), 'package/package.json'], { encoding: 'utf8' }).stdout);
@@ -60,4 +61,8 @@ test('npm pack builds and ships dist; npm install -g of the tarball warns of no 
   const v = spawnSync(path.join(prefix, 'bin', 'bits'), ['--version'], { encoding: 'utf8', timeout: 30_000 });
   expect(v.status, v.stderr).toBe(0);
   expect(v.stdout.trim()).toBe(JSON.parse(manifestBefore).version);
+  // --version answers before the bundle's chunks load; help needs them (commander, every command).
+  const help = spawnSync(path.join(prefix, 'bin', 'bits'), ['download', '--help'], { encoding: 'utf8', timeout: 30_000 });
+  expect(help.status, help.stderr).toBe(0);
+  expect(help.stdout).toContain('Usage: bits download');
 }, 120_000);

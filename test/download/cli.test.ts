@@ -1,6 +1,6 @@
 /** `bits download` as users run it: the built binary, real server, exit codes. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startOddServer, type OddServer } from '../helpers/odd-servers.js';
 import { makeFile, sha256, tempDir } from './helpers.js';
-import { schemaProblem } from '../helpers/cli.js';
+import { ensureBuilt, schemaProblem } from '../helpers/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(ROOT, 'bin', 'bits');
@@ -35,7 +35,7 @@ function bits(args: string[], cwd = dir): Promise<{ code: number | null; stdout:
 }
 
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, 'dist', 'client', 'download.js'))) execFileSync('npx', ['tsc', '-p', '.'], { cwd: ROOT, stdio: 'ignore' });
+  ensureBuilt();
   dir = await tempDir();
   src = await makeFile(path.join(dir, 'src.bin'), 3 * MiB + 5);
   srcSha = await sha256(src);

@@ -30,11 +30,24 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-/** Builds dist/ if it is missing (type errors elsewhere in the tree do not stop tsc from emitting). */
+/** What bin/bits runs (scripts/bundle.mjs); dist/cli/main.js and the rest of dist/ are tsc's. */
+export const BUNDLE = path.join(ROOT, 'dist', 'bundle', 'bits.mjs');
+
+/**
+ * `npm run build` without npm: tsc (type errors elsewhere in the tree do not stop it from
+ * emitting), then the bundle bin/bits loads, which is built from the sources, not from dist/.
+ */
+export function buildDist(): void {
+  spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { cwd: ROOT, stdio: 'ignore', timeout: 120_000 });
+  spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'bundle.mjs')], { cwd: ROOT, stdio: 'ignore', timeout: 120_000 });
+}
+
+/** Builds dist/ if it is missing. */
 export function ensureBuilt(): void {
-  if (existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) return;
-  spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { stdio: 'ignore', timeout: 120_000 });
+  if (existsSync(path.join(ROOT, 'dist', 'cli', 'main.js')) && existsSync(BUNDLE)) return;
+  buildDist();
   if (!existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('build failed: dist/cli/main.js missing');
+  if (!existsSync(BUNDLE)) throw new Error('build failed: dist/bundle/bits.mjs missing');
 }
 
 /**

@@ -6,10 +6,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { acquireLock } from '../../src/store/lock.js';
 import { expect } from 'vitest';
-import { ROOT, runBits, type RunResult } from '../helpers/cli.js';
+import { buildDist, ROOT, runBits, type RunResult } from '../helpers/cli.js';
 import { runAndKill, type KillMoment } from '../helpers/killer.js';
 
 function newest(p: string): number {
@@ -20,7 +19,7 @@ function newest(p: string): number {
 
 function stale(): boolean {
   const out = path.join(ROOT, 'dist', 'jobs', 'runner.js');
-  const main = path.join(ROOT, 'dist', 'cli', 'main.js');
+  const main = path.join(ROOT, 'dist', 'bundle', 'bits.mjs');
   if (!fs.existsSync(out) || !fs.existsSync(main)) return true;
   return newest(path.join(ROOT, 'src')) > Math.min(fs.statSync(out).mtimeMs, fs.statSync(main).mtimeMs);
 }
@@ -31,10 +30,10 @@ export async function ensureFreshBuild(): Promise<void> {
   const lock = await acquireLock(path.join(os.tmpdir(), 'bits-test-build.lock'), { timeoutMs: 180_000, staleMs: 180_000 });
   try {
     if (!stale()) return;
-    spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', ROOT], { cwd: ROOT, stdio: 'ignore' });
+    buildDist();
     // tsc leaves unchanged outputs untouched: mark the build as current.
     const now = new Date();
-    for (const f of ['dist/jobs/runner.js', 'dist/cli/main.js']) fs.utimesSync(path.join(ROOT, f), now, now);
+    for (const f of ['dist/jobs/runner.js', 'dist/bundle/bits.mjs']) fs.utimesSync(path.join(ROOT, f), now, now);
   } finally {
     lock.release();
   }

@@ -7,15 +7,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { acquireLock } from '../../src/store/lock.js';
+import { buildDist } from '../helpers/cli.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin', 'bits');
 
 const WATCHED = ['src/store', 'src/jobs', 'src/cli/commands/list.ts', 'src/cli/commands/status.ts', 'src/cli/commands/clean.ts', 'src/errors.ts'];
-const OUTPUTS = ['dist/store/index.js', 'dist/jobs/lifecycle.js', 'dist/cli/commands/list.js', 'dist/cli/commands/status.js', 'dist/cli/commands/clean.js', 'dist/cli/main.js'];
+const OUTPUTS = ['dist/store/index.js', 'dist/jobs/lifecycle.js', 'dist/cli/commands/list.js', 'dist/cli/commands/status.js', 'dist/cli/commands/clean.js', 'dist/cli/main.js', 'dist/bundle/bits.mjs'];
 
 function newestMtime(p: string): number {
   const st = fs.statSync(p);
@@ -36,7 +36,7 @@ export async function ensureBuilt(): Promise<void> {
   try {
     if (!isStale()) return;
     // Other parts of the tree may have type errors in progress; tsc still emits, which is all we need.
-    spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', ROOT], { cwd: ROOT, stdio: 'ignore' });
+    buildDist();
     const missing = OUTPUTS.filter((o) => !fs.existsSync(path.join(ROOT, o)));
     if (missing.length) throw new Error(`build did not produce ${missing.join(', ')}`);
   } finally {

@@ -192,6 +192,18 @@ describe('job store: damage is reported, never silently reset', () => {
     expect(fs.existsSync(`${file}.lock`)).toBe(false); // the failed mutation released its lock
   });
 
+  it('a valid-JSON change by another writer after our own write is validated again, not taken from what we wrote', async () => {
+    const store = await openJobStore({ home });
+    const a = await store.create(upload());
+    await store.get(a.id); // the text this store wrote: read without validating it again
+    const data = JSON.parse(fs.readFileSync(file, 'utf8'));
+    data.jobs[a.id].state = 'paused';
+    fs.writeFileSync(file, JSON.stringify(data, null, '\t') + '\n');
+    const e = await expectStoreError(store.get(a.id));
+    expect(e.message).toMatch(/"state" is "paused"/);
+    await expectStoreError(store.update(a.id, { bytesDone: 1 }));
+  });
+
   it('empty file, non-object, wrong field types and unknown states fail schema validation with a precise reason', async () => {
     const cases: Array<[unknown, RegExp]> = [
       ['', /is corrupt \(the file is empty\)/],
