@@ -299,7 +299,18 @@ export class BulkPool {
         // A copy: the read buffer is reused, and the head may span several reads.
         got = Buffer.concat([got, c]);
         for (;;) {
+          // Not HTTP at all (a TLS server, SSH, garbage): said at once, as undici does, not after the response timeout.
+          if (got.length >= 5 && got.toString('latin1', 0, 5) !== 'HTTP/') {
+            finish(Object.assign(new Error(`not an HTTP/1.x response: ${JSON.stringify(got.toString('latin1', 0, 40))}`), { code: 'HPE_INVALID_CONSTANT' }));
+            return;
+          }
           const end = got.indexOf('\r\n\r\n');
+          const bare = got.indexOf('\n\n');
+          if (bare >= 0 && (end < 0 || bare < end)) {
+            // Lines ended by LF alone: refused at once, as undici's llhttp refuses them (not a wait for a CRLF that never comes).
+            finish(Object.assign(new Error('Response does not match the HTTP/1.1 protocol (Missing expected CR after response line)'), { code: 'HPE_CR_EXPECTED' }));
+            return;
+          }
           if (end < 0) {
             if (got.length > MAX_HEAD_BYTES) finish(Object.assign(new Error(`response head from ${u.host} is larger than ${MAX_HEAD_BYTES} bytes`), { code: 'HPE_HEADER_OVERFLOW' }));
             return;

@@ -213,6 +213,49 @@ describe('the bulk reader', () => {
     expect(s.seen.requests.map((r) => r.range)).toEqual(['bytes=0-99999', 'bytes=0-99999', 'bytes=100000-199999']);
   });
 
+  it('a head whose lines end in bare LF fails at once, as undici fails it (no wait for the response timeout)', async () => {
+    let requests = 0;
+    const server = net.createServer((sock) => {
+      let buf = '';
+      sock.on('data', (c) => {
+        buf += c.toString('latin1');
+        while (buf.includes('\r\n\r\n')) {
+          buf = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+          requests++;
+          sock.write(`HTTP/1.1 206 Partial Content\nContent-Length: 10\nContent-Range: bytes 0-9/${DATA.length}\n\n`);
+          sock.write(DATA.subarray(0, 10));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const messages: string[] = [];
+    for (const bulk of [true, false]) {
+      const t = transport();
+      const started = Date.now();
+      const err = await t.request({ method: 'GET', url: new URL(`${base}/f`), headers: { range: 'bytes=0-9' }, bulk }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TransportError);
+      expect(Date.now() - started).toBeLessThan(5000);
+      messages.push((err as Error).message);
+    }
+    expect(messages[0]).toBe(messages[1]);
+    expect(messages[0]).toMatch(/Missing expected CR after response line/);
+    expect(requests).toBe(2);
+  });
+
+  it('an answer that is not HTTP fails at once with what came', async () => {
+    const server = net.createServer((sock) => sock.once('data', () => sock.write('SSH-2.0-OpenSSH_9.2\r\n')));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const t = transport();
+    const started = Date.now();
+    const err = await t.request({ method: 'GET', url: new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/f`), bulk: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransportError);
+    expect((err as Error).message).toMatch(/not an HTTP\/1\.x response: "SSH-2\.0/);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it('declines a 401: the error is the one the general path gives', async () => {
     const s = await rangeServer({
       answer: (_req, res) => {
