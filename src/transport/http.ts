@@ -799,7 +799,8 @@ export class HttpTransport implements Transport {
   private async *paceBody(body: RequestBody, signal: AbortSignal, progress: () => void, sent: () => void): AsyncGenerator<Uint8Array> {
     const source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array> =
       typeof body === 'string' ? [Buffer.from(body)] : body instanceof Uint8Array ? [body] : (body as AsyncIterable<Uint8Array>);
-    const max = 1024 * 1024;
+    // The caller's slices as they are, up to a fragment (bufferBody sizes them to the link); a bigger chunk is cut.
+    const max = 16 * 1024 * 1024;
     for await (const c of source) {
       const chunk = typeof c === 'string' ? Buffer.from(c) : c;
       if (this.limiter) {

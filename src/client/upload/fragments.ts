@@ -13,8 +13,15 @@ import { sourceFileError } from '../../io/source-file.js';
  * FragmentBuffers); larger ones are streamed from the file.
  */
 export const BUFFERED_FRAGMENT_MAX = 16 * 1024 * 1024;
-/** Size of the views a buffered fragment is handed to the transport in (progress granularity). */
+/** Size of the views a buffered fragment is handed to the transport in (progress granularity), and the streamed read size. */
 const BODY_SLICE = 1024 * 1024;
+/**
+ * A slice the socket took within this long is followed by one twice as large (up
+ * to the whole fragment): on a fast link an 8 MiB FRAGMENT goes out in a few
+ * writes instead of eight slices with a pause for each (issue 13: CPU per GiB
+ * 2.0 -> 1.6 s), and on a slow one progress still moves every BODY_SLICE.
+ */
+const FAST_SLICE_MS = 20;
 
 /** Streams bytes [offset, offset+length) of the file, reporting how many went out. */
 export function fragmentBody(file: string, offset: number, length: number, onBytes: (n: number) => void): Readable {
@@ -30,11 +37,16 @@ export function fragmentBody(file: string, offset: number, length: number, onByt
 }
 
 /** A buffered fragment as views of its buffer (no copies), counting what the transport took. */
-export async function* bufferBody(buf: Buffer, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
-  for (let off = 0; off < buf.length; off += BODY_SLICE) {
-    const part = buf.subarray(off, Math.min(buf.length, off + BODY_SLICE));
+export async function* bufferBody(buf: Buffer, onBytes: (n: number) => void, now: () => number = Date.now): AsyncGenerator<Buffer> {
+  let slice = BODY_SLICE;
+  for (let off = 0; off < buf.length; ) {
+    const part = buf.subarray(off, Math.min(buf.length, off + slice));
+    const t = now();
+    // Resumed when the transport asks for the next slice: this one is on its way.
     yield part;
     onBytes(part.length);
+    off += part.length;
+    slice = now() - t < FAST_SLICE_MS ? slice * 2 : BODY_SLICE;
   }
 }
 
