@@ -26,8 +26,8 @@ export interface Server {
 }
 
 /**
- * Starts serving `root`. Rejects with UsageError when root is not a folder,
- * and with the listening error itself (its `code`: EADDRINUSE, EACCES, ...)
+ * Starts serving `root`. Rejects with UsageError when root is not a folder or
+ * another process serves it (or a folder around or inside it), and with the listening error itself (its `code`: EADDRINUSE, EACCES, ...)
  * when the address cannot be had.
  */
 export async function serve(opts: ServeOptions = {}): Promise<Server> {
@@ -36,7 +36,14 @@ export async function serve(opts: ServeOptions = {}): Promise<Server> {
   if (!st?.isDirectory()) throw new UsageError(`serve: root ${root} is not a folder`);
   // Imported here: a program that only uploads never loads the server.
   const { startServer } = await import('../server/index.js');
-  const server: RunningServer = await startServer({ ...opts, root, host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+  let server: RunningServer;
+  try {
+    server = await startServer({ ...opts, root, host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+  } catch (err) {
+    // Another process serves this folder (or one around or inside it): the operator's to sort out, like a taken port.
+    if ((err as { code?: unknown } | undefined)?.code === 'ERR_BITS_ROOT_IN_USE') throw new UsageError(`serve: ${(err as Error).message}`, { cause: err });
+    throw err;
+  }
   return { url: server.url, host: server.host, port: server.port, close: () => server.close() };
 }
 

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { acquireLock, LockTimeoutError, type LockHandle } from '../store/lock.js';
+import { tryLifetimeLock, type LockHandle } from '../store/lock.js';
 import { isProcessAlive } from '../store/process.js';
 
 export const AGENT_LOCK_NAME = 'agent.lock';
@@ -30,12 +30,7 @@ export function agentLogPath(home: string): string {
 /** The agent's lock, or undefined when another live agent holds it (one attempt, no waiting). */
 export async function tryAgentLock(home: string): Promise<LockHandle | undefined> {
   fs.mkdirSync(home, { recursive: true });
-  try {
-    return await acquireLock(agentLockPath(home), { timeoutMs: 0, staleMs: Number.MAX_SAFE_INTEGER });
-  } catch (err) {
-    if (err instanceof LockTimeoutError) return undefined;
-    throw err;
-  }
+  return tryLifetimeLock(agentLockPath(home));
 }
 
 /** The live agent of this BITS_HOME, if one runs on this machine. */

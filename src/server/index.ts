@@ -84,20 +84,27 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   const host = opts.host ?? '127.0.0.1';
   const l = config.limits;
-  const http = await startHttp1Server(
-    {
-      host,
-      port: opts.port ?? 0,
-      tls: opts.tls,
-      maxConnections: l.maxConnections,
-      headersTimeoutMs: l.headersTimeoutSeconds * 1000,
-      keepAliveTimeoutMs: l.keepAliveTimeoutSeconds * 1000,
-      minRateBytesPerSec: l.minRateBytesPerSec,
-      rateGraceMs: l.rateGraceSeconds * 1000,
-      tlsHandshakeTimeoutMs: l.tlsHandshakeTimeoutSeconds * 1000,
-    },
-    handler,
-  );
+  let http: Awaited<ReturnType<typeof startHttp1Server>>;
+  try {
+    http = await startHttp1Server(
+      {
+        host,
+        port: opts.port ?? 0,
+        tls: opts.tls,
+        maxConnections: l.maxConnections,
+        headersTimeoutMs: l.headersTimeoutSeconds * 1000,
+        keepAliveTimeoutMs: l.keepAliveTimeoutSeconds * 1000,
+        minRateBytesPerSec: l.minRateBytesPerSec,
+        rateGraceMs: l.rateGraceSeconds * 1000,
+        tlsHandshakeTimeoutMs: l.tlsHandshakeTimeoutSeconds * 1000,
+      },
+      handler,
+    );
+  } catch (err) {
+    // Not serving after all (the address is taken, a bad certificate): the root's lock and sessions go back.
+    await uploads.close();
+    throw err;
+  }
   const shownHost = http.host.includes(':') ? `[${http.host}]` : http.host;
   return {
     url: `${opts.tls ? 'https' : 'http'}://${shownHost}:${http.port}`,

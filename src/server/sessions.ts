@@ -25,6 +25,7 @@ import { lstat, mkdir, open, readdir, readFile, realpath, rm, rmdir, stat } from
 import { fsyncDirectoryAsync, writeDurableAsync } from '../io/durable.js';
 import path from 'node:path';
 import { isGuid, normalizeGuid } from '../protocol/guid.js';
+import { foreignRootLock, RootInUse } from './root-lock.js';
 
 export const SESSIONS_DIR = 'BITS-Sessions';
 export const REQUESTS_DIR = 'Requests';
@@ -297,7 +298,7 @@ export async function deleteSessionFromDisk(s: Session, removeMadeDirs = false):
  * commit become a hole of zeros in a file that then completes and is published. So a
  * session another server of this process holds is not loaded (tests start a second server
  * on a live root; so does an embedder serving one folder on two addresses). Two
- * processes on one root are not guarded (README, "Durability of `bits serve`").
+ * processes on one root never get this far: the second refuses to start (root-lock.ts).
  */
 const heldSessions = new Map<string, object>();
 
@@ -405,6 +406,12 @@ export async function loadAllSessions(root: string, log: (l: string) => void, ma
     } catch {
       return;
     }
+    // A folder below the root that another process serves: its sessions are that server's.
+    // Checked before anything in it is touched; the start fails (root-lock.ts, nested roots).
+    if (dir !== root && entries.some((e) => e.name === SESSIONS_DIR && e.isDirectory())) {
+      const other = foreignRootLock(dir);
+      if (other) throw new RootInUse(root, other.lockPath, other.holder, 'around');
+    }
     for (const e of entries) {
       if (!e.isDirectory()) continue;
       const full = path.join(dir, e.name);
@@ -436,7 +443,13 @@ export async function loadAllSessions(root: string, log: (l: string) => void, ma
       await walk(full, depth + 1);
     }
   };
-  await walk(root, 0);
+  try {
+    await walk(root, 0);
+  } catch (err) {
+    // Not starting after all (RootInUse): what it took is nobody's.
+    if (owner) for (const s of out) releaseSession(s, owner);
+    throw err;
+  }
   return out;
 }
 

@@ -41,6 +41,7 @@ import { directoryConfigFor, type DirectoryConfig, type ServerConfig } from './c
 import { PathRejected, resolveUnderRoot, safeSegments } from './paths.js';
 import { BackEndClient } from './notify.js';
 import { RequestFiles } from './request-files.js';
+import { lockRoot, type RootLock } from './root-lock.js';
 import { writevAll } from '../io/write-all.js';
 import {
   SESSIONS_DIR,
@@ -238,6 +239,7 @@ export class UploadServer {
   private readonly files: RequestFiles;
   private sweeper: NodeJS.Timeout | undefined;
   private realRoot = '';
+  private rootLock: RootLock | undefined;
 
   constructor(readonly options: UploadServerOptions) {
     this.files = new RequestFiles(options.config.durability, options.log);
@@ -246,7 +248,16 @@ export class UploadServer {
   /** Load persisted sessions, start the session-timeout sweeper. */
   async start(): Promise<void> {
     this.realRoot = await realpath(this.options.root);
-    for (const s of await loadAllSessions(this.realRoot, this.options.log, undefined, this)) this.adopt(s);
+    // Before any session file is touched: another process serving this folder (or one
+    // around or inside it) makes this start fail with RootInUse (root-lock.ts).
+    this.rootLock = await lockRoot(this.realRoot, this.options.log);
+    try {
+      for (const s of await loadAllSessions(this.realRoot, this.options.log, undefined, this)) this.adopt(s);
+    } catch (err) {
+      this.rootLock.release();
+      this.rootLock = undefined;
+      throw err;
+    }
     await this.sweep();
     const interval = this.sweepIntervalMs();
     this.sweeper = setInterval(() => {
@@ -264,6 +275,8 @@ export class UploadServer {
     await this.files.closeAll(this.sessions.values());
     // Stopped: a server started on this root from now on takes these sessions over.
     for (const s of this.sessions.values()) releaseSession(s, this);
+    this.rootLock?.release();
+    this.rootLock = undefined;
     await this.backEnd.close();
   }
 

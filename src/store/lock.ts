@@ -52,6 +52,17 @@ export class LockTimeoutError extends Error {
 
 const GARBLED_STALE_MS = 2_000;
 const HOST = os.hostname();
+/**
+ * When this process started. A lock naming our own pid but taken before then was left
+ * by an earlier process that had our pid: in a container every restart is pid 1 again,
+ * so "pid alive" alone would keep it forever. (Not a set of our tokens: worker threads
+ * of this process hold locks too, each with its own copy of this module.)
+ */
+const PROCESS_START = Date.now() - process.uptime() * 1000;
+
+function isThisProcess(info: LockInfo): boolean {
+  return info.host === HOST && info.pid === process.pid && info.acquiredAt >= PROCESS_START;
+}
 
 function parseLock(raw: string): LockInfo | undefined {
   try {
@@ -83,6 +94,7 @@ function readLock(lockPath: string): { raw: string; ino: number; mtimeMs: number
 export function isLockStale(info: LockInfo | undefined, mtimeMs: number, now: number, staleMs: number): boolean {
   if (!info) return now - mtimeMs > GARBLED_STALE_MS;
   if (info.host === HOST && !isProcessAlive(info.pid)) return true;
+  if (info.host === HOST && info.pid === process.pid && info.acquiredAt < PROCESS_START) return true;
   return now - Math.min(info.acquiredAt, mtimeMs) > staleMs;
 }
 
@@ -173,4 +185,36 @@ function makeHandle(lockPath: string, token: string): LockHandle {
       if (stillHeld()) fs.rmSync(lockPath, { force: true });
     },
   };
+}
+
+/**
+ * A lock held for a holder's whole life (the agent's, a served folder's): one attempt,
+ * no waiting; never stale by age, only when its pid is dead (or, on this host, is our
+ * own pid without being ours). Undefined when a live holder has it.
+ */
+export async function tryLifetimeLock(lockPath: string): Promise<LockHandle | undefined> {
+  try {
+    return await acquireLock(lockPath, { timeoutMs: 0, staleMs: Number.MAX_SAFE_INTEGER });
+  } catch (err) {
+    if (err instanceof LockTimeoutError) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Who holds the lifetime lock at lockPath, when it is held and not stale: `ours` when
+ * this process (any of its threads) holds it. A garbled lock younger than GARBLED_STALE_MS is held by
+ * someone unknown (holder undefined).
+ */
+export function lifetimeLockHolder(lockPath: string): { holder: LockInfo | undefined; ours: boolean } | undefined {
+  let seen: ReturnType<typeof readLock>;
+  try {
+    seen = readLock(lockPath);
+  } catch {
+    return undefined;
+  }
+  if (!seen) return undefined;
+  const holder = parseLock(seen.raw);
+  if (isLockStale(holder, seen.mtimeMs, Date.now(), Number.MAX_SAFE_INTEGER)) return undefined;
+  return { holder, ours: holder !== undefined && isThisProcess(holder) };
 }

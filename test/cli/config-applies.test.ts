@@ -71,7 +71,10 @@ describe('bits config applies', () => {
   it('serve.port from the config is where bits serve listens', async () => {
     const port = await freePort();
     expect((await runBits(['config', 'set', 'serve.port', String(port)], { env })).code).toBe(0);
-    const s = startBits(['serve', '--root', path.join(work, 'root'), '--json', '--quiet'], { env });
+    // Not the in-process server's folder: a second server process on a served folder refuses to start.
+    const root = path.join(work, 'serve-root');
+    mkdirSync(root, { recursive: true });
+    const s = startBits(['serve', '--root', root, '--json', '--quiet'], { env });
     try {
       await s.waitFor(/"listening"/, 'stdout', 15_000);
       expect(s.stdout).toContain(`"url":"http://127.0.0.1:${port}"`);

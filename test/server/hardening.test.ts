@@ -257,7 +257,10 @@ describe('connection limits and deadlines', () => {
     await writeFile(certFile, pki.server.cert);
     await writeFile(keyFile, pki.server.key);
     const plain = await serve(root, ['--quiet', '--keep-alive-timeout', '1', '--header-timeout', '2']);
-    const secure = await serve(root, ['--quiet', '--tls-cert', certFile, '--tls-key', keyFile, '--tls-handshake-timeout', '1']);
+    // A folder of its own: a second `bits serve` process on one folder refuses to start (root-lock.ts).
+    const tlsRoot = await freshRoot('idle-tls');
+    await writeFile(path.join(tlsRoot, 'f.txt'), 'x');
+    const secure = await serve(tlsRoot, ['--quiet', '--tls-cert', certFile, '--tls-key', keyFile, '--tls-handshake-timeout', '1']);
     try {
       const ka = await RawConnection.connect(plain.port);
       expect((await ka.request(buildRequest('GET', '/f.txt'))).status).toBe(200);

@@ -609,7 +609,9 @@ describe('upload server: every error answer', () => {
       E_ACCESSDENIED,
     );
     expect(existsSync(path.join(path.dirname(root), 'x'))).toBe(false);
-    expect(await readdir(root)).toEqual(['u']);
+    // Nothing but the served folder's lock (root-lock.ts) beside u.
+    expect((await readdir(root)).sort()).toEqual(['BITS-Sessions', 'u']);
+    expect(await readdir(path.join(root, 'BITS-Sessions'))).toEqual(['serve.lock']);
   });
 
   test('unknown sessions, and sessions addressed at another URL, are BG_E_SESSION_NOT_FOUND', async () => {
