@@ -1,5 +1,7 @@
 /**
- * The download data path's own HTTP/1.1 GET (issue 13): range bodies go from
+ * The download data path's own HTTP/1.1 GET (issue 13), and the HEAD that
+ * probes the source first (so a plain download never loads undici at all,
+ * ~40 ms of start-up: undici-parts.ts): range bodies go from
  * the socket's 'data' buffers to the consumer in batches, with no HTTP parser
  * copying every byte, no body stream and no PassThrough between. On this
  * 2-core VM a 1 GiB body from nginx took ~1.3–1.7 s this way against
@@ -14,10 +16,11 @@
  * (`BulkDeclined`: a 401, a chunked or close-delimited body).
  */
 import net, { type Socket } from 'node:net';
-import tls, { type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { TimeoutError } from '../errors.js';
 import { noteBufferChurn } from '../memory.js';
 import { BatchQueue } from './read-ahead.js';
+import { nodeTls } from './tls.js';
 import { waitInLine } from './queue-wait.js';
 
 /** Largest response head accepted (undici's default maxHeaderSize is 16 KiB; IIS allows 16 KiB too). */
@@ -158,15 +161,15 @@ export class BulkPool {
   ) {}
 
   /**
-   * One GET. Resolves at the response head; a reused connection that dies
-   * before any byte of the answer (the server closed it while idle) is
+   * One GET or HEAD. Resolves at the response head; a reused connection that
+   * dies before any byte of the answer (the server closed it while idle) is
    * replaced once, as a browser does for an idempotent request.
    */
-  async get(target: string, headers: Record<string, string>, signal?: AbortSignal): Promise<BulkResponse> {
+  async get(target: string, headers: Record<string, string>, signal?: AbortSignal, method: 'GET' | 'HEAD' = 'GET'): Promise<BulkResponse> {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.lease(signal);
       try {
-        return await this.exchange(conn, target, headers, signal);
+        return await this.exchange(conn, method, target, headers, signal);
       } catch (err) {
         this.drop(conn);
         if (err instanceof StaleConnection && attempt === 0) continue;
@@ -202,7 +205,7 @@ export class BulkPool {
       let socket: Socket;
       if (secure) {
         // TLS sockets have no onread: their reads arrive as 'data' in buffers of their own.
-        socket = tls.connect({ ...this.opts.tls, host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] });
+        socket = nodeTls().connect({ ...this.opts.tls, host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] });
         socket.on('data', (c: Buffer) => {
           noteBufferChurn(c.length);
           deliver(c, undefined);
@@ -264,11 +267,11 @@ export class BulkPool {
     });
   }
 
-  private exchange(conn: Conn, target: string, headers: Record<string, string>, signal?: AbortSignal): Promise<BulkResponse> {
+  private exchange(conn: Conn, method: 'GET' | 'HEAD', target: string, headers: Record<string, string>, signal?: AbortSignal): Promise<BulkResponse> {
     const reused = conn.used > 0;
     conn.used++;
     const u = this.url;
-    let head = `GET ${target} HTTP/1.1\r\nhost: ${u.host}\r\n`;
+    let head = `${method} ${target} HTTP/1.1\r\nhost: ${u.host}\r\n`;
     for (const [k, v] of Object.entries(headers)) {
       if (k === 'host' || /[\r\n]/.test(k + v)) continue;
       head += `${k}: ${v}\r\n`;
@@ -334,7 +337,7 @@ export class BulkPool {
           conn.onData = undefined;
           conn.onGone = undefined;
           try {
-            resolve(this.body(conn, parsed, rest));
+            resolve(this.body(conn, parsed, rest, method === 'HEAD'));
           } catch (e) {
             this.drop(conn);
             reject(e);
@@ -346,13 +349,17 @@ export class BulkPool {
     });
   }
 
-  /** The answer's body reader; declines what Content-Length does not frame. */
-  private body(conn: Conn, head: { status: number; headers: Record<string, string>; version: string }, first: Buffer): BulkResponse {
+  /**
+   * The answer's body reader; declines what Content-Length does not frame. An
+   * answer to HEAD has no body whatever its framing headers say (RFC 7230
+   * §3.3.3 rule 1): they describe the GET.
+   */
+  private body(conn: Conn, head: { status: number; headers: Record<string, string>; version: string }, first: Buffer, toHead: boolean): BulkResponse {
     const h = head.headers;
     if (head.status === 401 || head.status === 407) throw new BulkDeclined(`HTTP ${head.status}`, true);
-    if (h['transfer-encoding'] !== undefined) throw new BulkDeclined(`Transfer-Encoding: ${h['transfer-encoding']}`, head.status >= 200 && head.status < 300);
+    if (!toHead && h['transfer-encoding'] !== undefined) throw new BulkDeclined(`Transfer-Encoding: ${h['transfer-encoding']}`, head.status >= 200 && head.status < 300);
     const cl = h['content-length'];
-    const noBody = head.status === 204 || head.status === 304;
+    const noBody = toHead || head.status === 204 || head.status === 304;
     if (!noBody && (cl === undefined || !/^\d+$/.test(cl.trim()))) throw new BulkDeclined(cl === undefined ? 'no Content-Length' : `Content-Length ${JSON.stringify(cl)}`, head.status >= 200 && head.status < 300);
     const length = noBody ? 0 : Number(cl!.trim());
     const keep = head.version === '1.1' ? !/\bclose\b/i.test(h['connection'] ?? '') : /\bkeep-alive\b/i.test(h['connection'] ?? '');

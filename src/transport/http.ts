@@ -24,7 +24,7 @@ import { getHeader, H } from '../protocol/headers.js';
 import { PassThrough, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { Client, buildConnector, errors as undiciErrors } from './undici-parts.js';
+import { undici, undiciErrorsIfLoaded, type Client, type buildConnector } from './undici-parts.js';
 import { AuthError, BitsError, ProtocolError, ServerError, TimeoutError, TlsError, TransportError, UsageError, toBitsError } from '../errors.js';
 import { HRESULT, parseHresult } from '../protocol/hresult.js';
 import { VERSION } from '../version.js';
@@ -127,9 +127,9 @@ export interface HttpRequest {
   body?: RequestBody | (() => RequestBody);
   signal?: AbortSignal;
   /**
-   * A GET whose body is the download data: it may go through the bulk reader
-   * (bulk-get.ts) when nothing about the connection needs undici. Read such a
-   * body with `bodyBatches(res)`.
+   * A GET whose body is the download data, or the HEAD that probes it: it may
+   * go through the bulk reader (bulk-get.ts) when nothing about the connection
+   * needs undici. Read such a body with `bodyBatches(res)`.
    */
   bulk?: boolean;
 }
@@ -364,7 +364,7 @@ export class HttpTransport implements Transport {
           connect = createProxyConnector(proxyUrl, tlsOpts, this.options.connectTimeoutMs);
         }
       } else {
-        connect = buildConnector({ ...(tlsOpts as buildConnector.BuildOptions), timeout: this.options.connectTimeoutMs });
+        connect = undici().buildConnector({ ...(tlsOpts as buildConnector.BuildOptions), timeout: this.options.connectTimeoutMs });
       }
       const base = withBitsPostContentLength(connect);
       const create = () => {
@@ -372,7 +372,7 @@ export class HttpTransport implements Transport {
         // handshake; undici then only reports "other side closed". Keep the socket's own
         // TLS error so the user learns what really happened.
         const seen: ConnectionState = { connects: 0 };
-        const client = new Client(clientOrigin, {
+        const client = new (undici().Client)(clientOrigin, {
           pipelining: 1,
           connect: (opts, cb) => {
             seen.tlsError = undefined;
@@ -456,11 +456,11 @@ export class HttpTransport implements Transport {
   }
 
   private async requestOnce(req: HttpRequest): Promise<HttpResponse> {
-    if (req.bulk && req.method === 'GET' && req.body === undefined) {
+    if (req.bulk && (req.method === 'GET' || req.method === 'HEAD') && req.body === undefined) {
       const pool = this.bulkPoolFor(req.url);
       if (pool) {
         try {
-          return this.wrapBulk(await pool.get(req.url.pathname + req.url.search, this.requestHeaders(req), req.signal), req);
+          return this.wrapBulk(await pool.get(req.url.pathname + req.url.search, this.requestHeaders(req), req.signal, req.method), req);
         } catch (err) {
           if (!(err instanceof BulkDeclined)) throw mapTransportError(err, req.url, req.signal?.reason);
           if (err.sticky) this.bulkOff.add(req.url.origin);
@@ -1034,9 +1034,10 @@ export function mapTransportError(err: unknown, url: URL, abortReason?: unknown)
   // A TypeError, RangeError or ReferenceError without an error code is a bug in bits,
   // not a network fault: retrying it until the no-progress timeout only hides it.
   if ((err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError) && code === undefined) return toBitsError(err);
-  if (err instanceof undiciErrors.HeadersTimeoutError) return new TimeoutError(`no response headers from ${where} within the response timeout`, 'response', { cause: err });
-  if (err instanceof undiciErrors.BodyTimeoutError) return new TimeoutError(`response body from ${where} stalled past the response timeout`, 'response', { cause: err });
-  if (err instanceof undiciErrors.ConnectTimeoutError) return new TimeoutError(`could not connect to ${where}: connect timeout`, 'connect', { cause: err });
+  const undiciErrors = undiciErrorsIfLoaded();
+  if (undiciErrors && err instanceof undiciErrors.HeadersTimeoutError) return new TimeoutError(`no response headers from ${where} within the response timeout`, 'response', { cause: err });
+  if (undiciErrors && err instanceof undiciErrors.BodyTimeoutError) return new TimeoutError(`response body from ${where} stalled past the response timeout`, 'response', { cause: err });
+  if (undiciErrors && err instanceof undiciErrors.ConnectTimeoutError) return new TimeoutError(`could not connect to ${where}: connect timeout`, 'connect', { cause: err });
   if (e?.name === 'AbortError' && abortReason !== undefined) return abortReason instanceof Error ? abortReason : new TransportError(String(abortReason));
   // A local file failing while it is read as a request body is the file's fault, not the network's.
   if (typeof e?.path === 'string' && e.syscall !== 'connect') return toBitsError(err);
@@ -1072,7 +1073,7 @@ export function mapTransportError(err: unknown, url: URL, abortReason?: unknown)
  */
 function withBitsPostContentLength(connect: Client.Options['connect']): buildConnector.connector {
   const base: buildConnector.connector =
-    typeof connect === 'function' ? (connect as buildConnector.connector) : buildConnector((connect ?? {}) as buildConnector.BuildOptions);
+    typeof connect === 'function' ? (connect as buildConnector.connector) : undici().buildConnector((connect ?? {}) as buildConnector.BuildOptions);
   return (opts, callback) =>
     base(opts, (err, socket) => {
       if (err || !socket) return callback(err ?? new Error('no socket'), null);

@@ -20,7 +20,7 @@
  * paths share answerProxyChallenge (Basic, Digest, NTLM, Negotiate).
  */
 import net from 'node:net';
-import tls, { type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { createRequire } from 'node:module';
 import type { buildConnector as BuildConnector } from 'undici';
 import { AuthError, ServerError, TimeoutError, TransportError, UsageError, BitsError } from '../errors.js';
@@ -28,7 +28,7 @@ import { parseChallenges, type Challenge } from './auth/challenge.js';
 import { HRESULT } from '../protocol/hresult.js';
 import { chooseSession, offeredSchemes, type AuthSession } from './auth/session.js';
 import { Credentials, PROXY_PASSWORD_VARIABLE, registerSecret, type CredentialProvider } from './credentials.js';
-import { describeTlsError } from './tls.js';
+import { describeTlsError, nodeTls } from './tls.js';
 
 /** A proxy URL from an option or the environment: scheme defaults to http; socks is refused. */
 export function parseProxyUrl(value: string, from = '--proxy'): URL {
@@ -341,7 +341,7 @@ function openSocket(proxy: URL, proxyTls: ConnectionOptions): Promise<net.Socket
     const port = defaultPort(proxy);
     const s =
       proxy.protocol === 'https:'
-        ? tls.connect({ ...proxyTls, host, port, servername: net.isIP(host) ? undefined : host })
+        ? nodeTls().connect({ ...proxyTls, host, port, servername: net.isIP(host) ? undefined : host })
         : net.connect({ host, port });
     s.setNoDelay(true);
     s.once(proxy.protocol === 'https:' ? 'secureConnect' : 'connect', () => {

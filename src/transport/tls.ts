@@ -4,8 +4,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { createSecureContext, type ConnectionOptions } from 'node:tls';
+import { createRequire } from 'node:module';
+import type { ConnectionOptions } from 'node:tls';
 import { LocalFileError, TlsError, UsageError } from '../errors.js';
+
+/**
+ * node:tls, loaded when a TLS connection is first made: a plain-http transfer never
+ * needs it, and loading it (and its secure-context set-up) is start-up time (issue 13).
+ */
+export function nodeTls(): typeof import('node:tls') {
+  return createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
+}
 
 export interface TlsSettings {
   /** PEM: trusted CAs instead of the system store. */
@@ -102,7 +111,7 @@ export function loadTlsFiles(opts: { cacert?: string; cert?: string; key?: strin
     // PKCS#8 PEM: the one form every OpenSSL build node:tls links against reads.
     s.key = Buffer.from(key.export({ type: 'pkcs8', format: 'pem' }) as string);
     try {
-      createSecureContext({ cert: s.cert, key: s.key });
+      nodeTls().createSecureContext({ cert: s.cert, key: s.key });
     } catch (e) {
       throw new UsageError(`--cert/--key: the certificate and key cannot be used for TLS (${codeOf(e)})`);
     }

@@ -76,6 +76,33 @@ describe('the bundle bin/bits runs', () => {
     expect(lines.filter((l) => l.includes(`${path.sep}dist${path.sep}cli${path.sep}`) || l.includes(`${path.sep}node_modules${path.sep}`))).toEqual([]);
   });
 
+  it('a plain-http download loads neither undici nor TLS; an upload (undici) does', async () => {
+    // Issue 13's start-up: the download's HEAD and GETs go through the bulk reader, so
+    // undici (and the http2, http and tls built-ins it pulls in, ~40 ms) is never loaded.
+    // undici is bundled, so its trace is the built-ins: http2 is required by nothing else.
+    const preload = path.join(tmp, 'builtins.cjs');
+    writeFileSync(
+      preload,
+      `process.on('exit', () => require('node:fs').appendFileSync(process.env.BUILTINS_LOG, process.argv[2] + ' ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));\n`,
+    );
+    const data = randomBytes(256 * 1024 + 3);
+    const src = path.join(tmp, 'plain.bin');
+    writeFileSync(src, data);
+    const logFile = path.join(tmp, 'builtins.log');
+    const env = { BITS_HOME: path.join(tmp, 'home-plain'), NODE_OPTIONS: `--require ${preload}`, BUILTINS_LOG: logFile };
+    const up = await runBits(['upload', '--quiet', src, `${url}/in/plain.bin`], { env, cwd: tmp });
+    expect(up.code, up.stderr).toBe(0);
+    const out = path.join(tmp, 'plain-down.bin');
+    const down = await runBits(['download', '--quiet', `${url}/in/plain.bin`, '-o', out], { env, cwd: tmp });
+    expect(down.code, down.stderr).toBe(0);
+    expect(sha(readFileSync(out))).toBe(sha(data));
+    const loaded = new Map(readFileSync(logFile, 'utf8').trim().split('\n').map((l) => [l.split(' ')[0], new Set(l.split(' ').slice(1))] as const));
+    expect(loaded.get('upload')?.has('http2')).toBe(true);
+    const dl = loaded.get('download')!;
+    expect(dl.has('net')).toBe(true);
+    expect(['http2', 'http', '_http_client', 'tls'].filter((m) => dl.has(m))).toEqual([]);
+  });
+
   it('answers --version and --help', async () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
     expect((await runBits(['--version'])).stdout).toBe(`${pkg.version}\n`);

@@ -193,6 +193,35 @@ describe('the bulk reader', () => {
     expect(conns).toBe(3);
   });
 
+  it('a HEAD has no body whatever its framing headers say; its connection carries the GETs after it', async () => {
+    // The download probe's HEAD goes here too (so a plain download never loads undici).
+    const s = await rangeServer({
+      answer: (req, res) => {
+        if (req.method !== 'HEAD' || !req.url!.endsWith('/chunked')) return false;
+        // What a GET would get: chunked. RFC 7230 §3.3.3: an answer to HEAD ends at its head all the same.
+        res.writeHead(200, { 'transfer-encoding': 'chunked', 'x-length': String(DATA.length) });
+        res.end();
+        return true;
+      },
+    });
+    cleanups.push(s.close);
+    const t = transport();
+    const head = await t.request({ method: 'HEAD', url: new URL(`${s.url}/f`), bulk: true });
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe(String(DATA.length));
+    expect(await readAll(head)).toEqual(Buffer.alloc(0));
+    const chunked = await t.request({ method: 'HEAD', url: new URL(`${s.url}/chunked`), bulk: true });
+    expect(chunked.status).toBe(200);
+    expect(chunked.headers['x-length']).toBe(String(DATA.length));
+    await chunked.discard();
+    expect(sha(await getRange(t, s.url, 0, 99_999))).toBe(sha(DATA.subarray(0, 100_000)));
+    expect(s.seen.requests.map((r) => [r.method, r.conn])).toEqual([
+      ['HEAD', 1],
+      ['HEAD', 1],
+      ['GET', 1],
+    ]);
+  });
+
   it('declines a chunked data answer: undici sends it again and reads it; the origin then stays with undici', async () => {
     const s = await rangeServer({
       answer: (req, res) => {

@@ -28,7 +28,8 @@ export interface ProbeContext {
 /** HEAD, else GET 0-0 (206 names the length; 200 gives Content-Length). */
 export async function probe(ctx: ProbeContext, src: SourceState): Promise<Probed> {
   const url = new URL(src.url);
-  const head = await ctx.transport.request({ method: 'HEAD', url, signal: ctx.signal });
+  // bulk: over a direct connection the bulk reader answers it, and the download never loads undici.
+  const head = await ctx.transport.request({ method: 'HEAD', url, signal: ctx.signal, bulk: true });
   await head.discard();
   const headOk = answerKind(head.status) === 'bytes';
   if (headOk) {
