@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { StoreError, UsageError } from '../errors.js';
-import { canTransition } from './states.js';
+import { canTransition, isTerminal } from './states.js';
 import { removeStaleTemps, writeDurable } from '../io/durable.js';
 import { bitsFolder } from './home.js';
 import { acquireLock, LockTimeoutError, type LockOptions } from './lock.js';
@@ -37,6 +37,17 @@ import {
 } from './job.js';
 
 export const JOBS_FILE_NAME = 'jobs.json';
+
+/**
+ * Finished jobs (complete, cancelled) kept for `bits list` and `bits wait`; a job that
+ * finishes makes the store forget the ones that finished longest ago beyond this. WHY: every transfer reads
+ * and rewrites the whole store several times (persisted before its first request, then at
+ * each session change and at the end), so a history that only grows made each transfer
+ * slower than the one before: with 2000 finished jobs (2.3 MB) a 1 MiB download took
+ * ~860 ms instead of ~400 ms (issue 13). Failed jobs are never forgotten by this: they
+ * wait for the user (`bits resume`, `bits clean --all`).
+ */
+export const FINISHED_JOBS_KEPT = 100;
 
 export interface OpenJobStoreOptions {
   /** The folder holding jobs.json; default $BITS_HOME, else conf's configuration folder for 'bits'. */
@@ -229,6 +240,7 @@ class FileJobStore implements JobStore {
       if (!canTransition(cur.state, next.state)) throw new InvalidTransitionError(cur.id, cur.state, next.state);
       next = checked(sanitizeJob(dropUndefined({ ...next, updatedAt: new Date().toISOString() })));
       data.jobs[cur.id] = next;
+      if (!isTerminal(cur.state) && isTerminal(next.state)) forgetOldFinished(data);
       return next;
     });
   }
@@ -248,6 +260,14 @@ class FileJobStore implements JobStore {
       return removed;
     });
   }
+}
+
+/** Drops the finished jobs beyond FINISHED_JOBS_KEPT, the ones that finished longest ago first. */
+function forgetOldFinished(data: StoreData): void {
+  const finished = Object.values(data.jobs).filter((j) => isTerminal(j.state));
+  if (finished.length <= FINISHED_JOBS_KEPT) return;
+  finished.sort((a, b) => (a.updatedAt < b.updatedAt ? -1 : a.updatedAt > b.updatedAt ? 1 : byCreation(a, b)));
+  for (const j of finished.slice(0, finished.length - FINISHED_JOBS_KEPT)) delete data.jobs[j.id];
 }
 
 function byCreation(a: Job, b: Job): number {

@@ -4,6 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { ensureBuilt, BIN } from './build-dist.js';
 import { schemaProblem } from '../helpers/cli.js';
 
@@ -181,6 +183,43 @@ describe('bits clean', () => {
     const left = jsonLines((await bits('list', '--all', '--json')).stdout).filter((l) => l.type === 'job').map((l) => l.id);
     expect(left).toEqual(['ddd444', 'eee555', 'fff666']);
     expect((await bits('clean')).stdout).toBe('nothing to clean\n');
+  });
+});
+
+describe('finished jobs kept', () => {
+  it('a new job forgets the finished jobs beyond the newest 100, the oldest first; failed and active ones stay', async () => {
+    // Every transfer rewrites the whole store: a history that only grew made each one slower.
+    const ALPHA = '0123456789abcdefghjkmnpqrstvwxyz';
+    const idOf = (i: number) => 'k' + [0, 1, 2, 3, 4].map((k) => ALPHA[Math.floor(i / 32 ** (4 - k)) % 32]).join('');
+    const job = (id: string, state: string, agoMin: number) => ({
+      id, kind: 'upload', source: `/data/${id}.bin`, destination: `https://127.0.0.1:8443/upload/${id}.bin`,
+      state, bytesDone: 0, totalBytes: 4096, createdAt: iso(agoMin * 60_000 + 1000), updatedAt: iso(agoMin * 60_000),
+    });
+    // 130 finished (complete and cancelled) a minute apart, idOf(0) the oldest; a failed and a suspended job older than all.
+    const seeded = Array.from({ length: 130 }, (_, i) => job(idOf(i), i % 10 === 3 ? 'cancelled' : 'complete', 200 - i));
+    const jobs = [...seeded, job('eee111', 'error', 500), job('sss111', 'suspended', 600)];
+    fs.writeFileSync(path.join(home, 'jobs.json'), JSON.stringify({ schemaVersion: 1, jobs: Object.fromEntries(jobs.map((j) => [j.id, j])) }, null, '\t'));
+    const body = Buffer.from('eleven bytes');
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-length': body.length });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const out = path.join(home, 'out.bin');
+      const r = await bits('download', '--quiet', `http://127.0.0.1:${(server.address() as AddressInfo).port}/f`, '-o', out);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fs.readFileSync(out)).toEqual(body);
+    } finally {
+      server.close();
+    }
+    const listed = jsonLines((await bits('list', '--all', '--json')).stdout).filter((l) => l.type === 'job');
+    const ids = new Set(listed.map((l) => l.id as string));
+    expect(listed.filter((l) => l.state === 'complete' || l.state === 'cancelled')).toHaveLength(100);
+    // The new download (finished last) and the newest 99 seeded ones; the 31 that finished first are gone.
+    expect(listed.some((l) => l.kind === 'download' && l.state === 'complete')).toBe(true);
+    expect(seeded.filter((j) => ids.has(j.id)).map((j) => j.id)).toEqual(seeded.slice(31).map((j) => j.id));
+    expect(ids.has('eee111') && ids.has('sss111')).toBe(true);
   });
 });
 
