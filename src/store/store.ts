@@ -39,13 +39,13 @@ import {
 export const JOBS_FILE_NAME = 'jobs.json';
 
 /**
- * Finished jobs (complete, cancelled) kept for `bits list` and `bits wait`; a job that
- * finishes makes the store forget the ones that finished longest ago beyond this. WHY: every transfer reads
- * and rewrites the whole store several times (persisted before its first request, then at
- * each session change and at the end), so a history that only grows made each transfer
- * slower than the one before: with 2000 finished jobs (2.3 MB) a 1 MiB download took
- * ~860 ms instead of ~400 ms (issue 13). Failed jobs are never forgotten by this: they
- * wait for the user (`bits resume`, `bits clean --all`).
+ * Finished jobs (complete, cancelled) kept for `bits list` and `bits wait`: a job that
+ * finishes makes the store forget the ones that finished longest ago beyond this.
+ * WHY: every transfer reads and rewrites the whole store several times (persisted before
+ * its first request, then at each session change and at the end), so a history that only
+ * grew made each transfer slower than the one before: with 2000 finished jobs (2.3 MB) a
+ * 1 MiB download took ~860 ms instead of ~400 ms (issue 13). Failed and suspended jobs are
+ * never forgotten this way: they wait for the user (`bits resume`, `bits clean --all`).
  */
 export const FINISHED_JOBS_KEPT = 100;
 

@@ -12,8 +12,9 @@ import { LocalFileError, TlsError, UsageError } from '../errors.js';
  * node:tls, loaded when a TLS connection is first made: a plain-http transfer never
  * needs it, and loading it (and its secure-context set-up) is start-up time (issue 13).
  */
+let tlsModule: typeof import('node:tls') | undefined;
 export function nodeTls(): typeof import('node:tls') {
-  return createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
+  return (tlsModule ??= createRequire(import.meta.url)('node:tls') as typeof import('node:tls'));
 }
 
 export interface TlsSettings {
